@@ -1,0 +1,3 @@
+from unigen.cli import main
+
+main()

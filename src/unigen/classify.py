@@ -1,0 +1,119 @@
+"""Image classification: the family behind `vit-mnist` and the feature network of the MNIST Fréchet distance.
+
+A family is a `Task` (build / loss / evaluate) plus presets; the training loop and CLI are shared.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from unigen.config import Config, DataConfig, SampleConfig, TrainConfig
+from unigen.errors import UserError
+from unigen.task import Task
+
+
+@dataclass
+class ClassifierConfig:
+    arch: str = "vit"           # vit | mlp
+    size: str = "tiny"          # vit: a size preset of unigen.models.vit.vit_config
+    patch: int = 4              # vit: patch side (must divide the image side)
+    pool: str = "cls"           # vit: cls | mean
+    pos: str = "learned"        # vit: learned | rope2d
+    hidden: int = 256           # mlp: hidden width
+    dropout: float = 0.0
+
+
+class MLPClassifier(nn.Module):
+    """Two hidden layers of GELU; the baseline for tiny images (digits)."""
+
+    def __init__(self, in_features: int, hidden: int, num_classes: int, dropout: float = 0.0):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(in_features, hidden), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)  # (B, num_classes)
+
+
+class ClassifyTask(Task):
+    model_config = ClassifierConfig
+    samplers = ()
+
+    def build(self, cfg: Config, data_info: dict) -> nn.Module:
+        m: ClassifierConfig = cfg.model
+        if "num_classes" not in data_info:
+            raise UserError(f"dataset {cfg.data.name!r} has no labels; classification needs digits, mnist or shapes")
+        c, h, w = data_info["shape"]
+        k = data_info["num_classes"]
+        if m.arch == "mlp":
+            return MLPClassifier(c * h * w, m.hidden, k, m.dropout)
+        if m.arch == "vit":
+            from unigen.models.vit import ViT, vit_config
+            if h % m.patch or w % m.patch:
+                raise UserError(f"model.patch={m.patch} does not divide the image size {h}x{w}")
+            vc = vit_config(m.size, image_size=h, patch=m.patch, channels=c, num_classes=k, pool=m.pool,
+                            pos=m.pos, dropout=m.dropout)
+            return ViT(vc)
+        raise UserError(f"model.arch={m.arch!r} is not one of: vit, mlp")
+
+    def loss(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
+        logits = model(batch["x"])  # (B, K)
+        loss = F.cross_entropy(logits.float(), batch["y"])
+        acc = (logits.argmax(-1) == batch["y"]).float().mean()
+        return loss, {"train_acc": acc.item()}
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, cfg: Config, *, run_dir: Path, quick: bool = False, **kw) -> dict:
+        if kw:
+            raise UserError(f"classification eval has no option(s) {', '.join(kw)}")
+        from unigen.data import load as load_data
+        data = load_data(cfg.data, "test")
+        return {"accuracy": accuracy(model, data, limit=2000 if quick else None)}
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, data, batch_size: int = 500, limit: int | None = None) -> float:
+    """Top-1 accuracy of `model` on a labelled Dataset."""
+    model.eval()
+    n = len(data) if limit is None else min(limit, len(data))
+    device = next(model.parameters()).device
+    correct = 0
+    for i in range(0, n, batch_size):
+        b = data.batch(torch.arange(i, min(i + batch_size, n)))
+        correct += (model(b["x"].to(device)).argmax(-1).cpu() == b["y"]).sum().item()
+    return correct / n
+
+
+TASK = ClassifyTask()
+
+
+def vit_mnist() -> Config:
+    """ViT classifier on real MNIST (>= 97% test accuracy in a few CPU minutes)."""
+    return Config(task="classify", preset="vit-mnist", data=DataConfig(name="mnist"),
+                  model=ClassifierConfig(arch="vit", size="tiny", patch=4),
+                  train=TrainConfig(steps=1500, batch_size=128, lr=2e-3, warmup_steps=100, weight_decay=0.05,
+                                    ema_decay=0.0, precision="bf16", ckpt_every=500, log_every=50),
+                  sample=SampleConfig())
+
+
+def mlp_digits() -> Config:
+    """MLP classifier on scikit-learn's 8x8 digits (seconds on a CPU)."""
+    return Config(task="classify", preset="mlp-digits", data=DataConfig(name="digits"),
+                  model=ClassifierConfig(arch="mlp", hidden=256),
+                  train=TrainConfig(steps=300, batch_size=64, lr=1e-3, ema_decay=0.0, ckpt_every=300),
+                  sample=SampleConfig())
+
+
+def mlp_shapes() -> Config:
+    """MLP classifier of the largest shape in the procedural `shapes` images."""
+    return Config(task="classify", preset="mlp-shapes", data=DataConfig(name="shapes"),
+                  model=ClassifierConfig(arch="mlp", hidden=512),
+                  train=TrainConfig(steps=500, batch_size=64, lr=1e-3, ema_decay=0.0, ckpt_every=500),
+                  sample=SampleConfig())
+
+
+PRESETS = {"vit-mnist": vit_mnist, "mlp-digits": mlp_digits, "mlp-shapes": mlp_shapes}

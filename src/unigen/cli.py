@@ -1,0 +1,133 @@
+"""The `unigen` command. It only parses arguments and calls importable functions (unigen.run, unigen.demo).
+
+    unigen presets
+    unigen train PRESET [--section.key=value ...] [--out DIR] [--resume | --overwrite] [--dry-run]
+    unigen sample RUN_DIR [--sampler NAME] [--steps N] [--n N] [--seed S] [--guidance W] [--prompt TEXT]
+    unigen eval RUN_DIR [--json] [--nfe-sweep]
+    unigen demo [--out DIR]
+
+A user error prints one line `error: ...` on stderr and exits with code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from unigen.errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit code 2, like every other user error
+        raise UserError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="unigen", description="Generative models: train, sample and evaluate from presets.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    sub.add_parser("presets", help="list the presets with a one-line description each")
+
+    t = sub.add_parser("train", help="train a preset into a run directory",
+                       epilog="Any config field can be overridden as --section.key=value, e.g. --train.steps=200 "
+                              "--model.size=small --data.path=my.txt (see --dry-run for all fields).")
+    t.add_argument("preset", help="preset name (see `unigen presets`)")
+    t.add_argument("--out", help="run directory (default: runs/PRESET)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    t.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    t.add_argument("--dry-run", action="store_true", help="print the resolved config as JSON and exit")
+
+    s = sub.add_parser("sample", help="sample from a trained run")
+    s.add_argument("run_dir", help="run directory written by `unigen train`")
+    s.add_argument("--sampler", default="", help="sampler name (default: the run's default sampler)")
+    s.add_argument("--steps", type=int, default=0, help="sampler steps (0 = the sampler's default)")
+    s.add_argument("--n", type=int, default=0, help="number of samples (0 = the run's sample.n)")
+    s.add_argument("--seed", type=int, default=None, help="random seed (default: the run's sample.seed)")
+    s.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (conditional models)")
+    s.add_argument("--prompt", default=None, help="text prompt to continue (text models)")
+    s.add_argument("--watch", action="store_true", help="text models: show the generation unmasking step by step")
+    s.add_argument("--out", default=None, help="output folder (default: RUN/samples/<sampler>-<steps>-seed<seed>)")
+
+    e = sub.add_parser("eval", help="evaluate a trained run")
+    e.add_argument("run_dir", help="run directory written by `unigen train`")
+    e.add_argument("--json", action="store_true", help="print one JSON object of metrics on stdout")
+    e.add_argument("--nfe-sweep", action="store_true",
+                   help="image diffusion: quality against number of function evaluations for every sampler")
+
+    d = sub.add_parser("demo", help="the `make demo` job: train small image and text models, sample, plot")
+    d.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
+    return p
+
+
+def parse_overrides(extra: list[str]) -> list[str]:
+    """`--a.b=1` and `--a.b 1` both become 'a.b=1'; anything else is an error."""
+    out, i = [], 0
+    while i < len(extra):
+        tok = extra[i]
+        if not tok.startswith("--") or "." not in tok.split("=", 1)[0]:
+            raise UserError(f"unrecognised argument {tok!r}; overrides look like --section.key=value")
+        if "=" in tok:
+            out.append(tok[2:])
+            i += 1
+        elif i + 1 < len(extra) and not extra[i + 1].startswith("--"):
+            out.append(f"{tok[2:]}={extra[i + 1]}")
+            i += 2
+        else:
+            raise UserError(f"override {tok} has no value")
+    return out
+
+
+def run(argv: list[str]) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "train":
+        raise UserError(f"unrecognised arguments: {' '.join(extra)}")
+    if args.command == "presets":
+        from unigen.presets import PRESETS, describe
+        width = max(map(len, PRESETS))
+        for name in sorted(PRESETS):
+            print(f"{name:<{width}}  {describe(name)}")
+    elif args.command == "train":
+        from unigen.config import apply_overrides, validate
+        from unigen.presets import get_preset
+        from unigen.run import train
+        cfg = apply_overrides(get_preset(args.preset), parse_overrides(extra))
+        validate(cfg)
+        if args.dry_run:
+            print(cfg.to_json())
+            return 0
+        out = args.out or f"runs/{args.preset}"
+        result = train(cfg, out, resume=args.resume, overwrite=args.overwrite)
+        print(f"trained {result.step} steps (loss {result.loss:.4f}); run directory: {out}")
+    elif args.command == "sample":
+        from unigen.run import sample
+        kw = {k: v for k, v in (("guidance", args.guidance), ("prompt", args.prompt)) if v is not None}
+        if args.watch:
+            kw["watch"] = True
+        summary = sample(args.run_dir, sampler=args.sampler, steps=args.steps, n=args.n, seed=args.seed,
+                         out_dir=args.out, **kw)
+        print(json.dumps(summary, indent=2, default=str))
+    elif args.command == "eval":
+        from unigen.run import evaluate
+        metrics = evaluate(args.run_dir, **({"nfe_sweep": True} if args.nfe_sweep else {}))
+        if args.json:
+            print(json.dumps(metrics))
+        else:
+            for k, v in metrics.items():
+                print(f"{k}: {v}")
+    elif args.command == "demo":
+        from unigen.demo import run_demo
+        run_demo(args.out)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        code = run(sys.argv[1:] if argv is None else argv)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        code = 130
+    sys.exit(code)

@@ -1,0 +1,245 @@
+"""Configs are dataclasses; presets are functions returning a `Config`; any field can be overridden by a dotted name.
+
+    cfg = PRESETS["mnist-edm"]()
+    apply_overrides(cfg, ["train.steps=100", "model.width=64"])
+
+Values are parsed by the field's declared type; an unknown key lists the valid ones, a wrong type says what
+was expected. `to_dict` / `from_dict` round-trip through the run directory's `config.json`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from unigen.errors import UserError
+
+
+@dataclass
+class DataConfig:
+    name: str = "toy2d"         # toy2d | digits | mnist | text | shapes
+    toy: str = "moons"          # toy2d: moons | swissroll | 8gaussians | checkerboard | rings
+    n_train: int = 0            # toy2d / shapes: number of training items (0 = dataset default)
+    path: str = ""              # text: a UTF-8 file to use instead of the stdlib corpus
+    tokenizer: str = "byte"     # text: byte | bpe
+    vocab_size: int = 512       # text with bpe: tokenizer vocabulary size
+    seq_len: int = 128          # text: tokens per training sequence
+    image_size: int = 0         # images: resize to this side (0 = native)
+    seed: int = 0               # seed of procedural data and of splits
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000           # optimisation steps
+    batch_size: int = 64        # per process (global batch = batch_size * processes * grad_accum)
+    grad_accum: int = 1         # micro-batches per optimisation step
+    lr: float = 1e-3            # peak learning rate
+    min_lr: float = 0.0         # learning rate at the end of the cosine decay
+    warmup_steps: int = 0       # linear warm-up from 0 to lr
+    schedule: str = "cosine"    # cosine | constant (after warm-up)
+    weight_decay: float = 0.0   # AdamW decoupled weight decay
+    beta1: float = 0.9
+    beta2: float = 0.999
+    grad_clip: float = 1.0      # max global gradient norm (0 = off)
+    precision: str = "fp32"     # fp32 | bf16 (autocast)
+    ema_decay: float = 0.999    # EMA of weights (0 = off)
+    seed: int = 0               # seeds weights, data order and training noise
+    log_every: int = 10         # steps between metric lines
+    eval_every: int = 0         # steps between evaluations (0 = only at the end)
+    sample_every: int = 0       # steps between sample grids (0 = off)
+    ckpt_every: int = 500       # steps between checkpoints (the last step is always saved)
+    keep_last: int = 2          # checkpoints kept on disk
+    nonfinite: str = "stop"     # on a NaN/Inf loss or gradient: stop | skip
+    progress: bool = True       # show a progress bar
+
+
+@dataclass
+class SampleConfig:
+    sampler: str = ""           # sampler name ("" = the family's default)
+    steps: int = 0              # sampler steps (0 = the sampler's default)
+    n: int = 64                 # number of samples
+    seed: int = 0
+    guidance: float = 1.0       # classifier-free guidance scale (1 = off)
+
+
+@dataclass
+class Config:
+    task: str = ""              # family (key of unigen.presets.TASKS)
+    preset: str = ""            # preset this config came from
+    data: DataConfig = field(default_factory=DataConfig)
+    model: Any = None           # the family's model dataclass
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, d: dict, model_config: type) -> "Config":
+        """Rebuild from `to_dict()` output; `model_config` is the family's model dataclass."""
+        cfg = cls(model=model_config())
+        _load_into(cfg, d, "")
+        return cfg
+
+
+# Validation of values that types alone do not catch; families add their own by raising UserError in build().
+CHOICES = {
+    "data.name": ("toy2d", "digits", "mnist", "text", "shapes"),
+    "data.toy": ("moons", "swissroll", "8gaussians", "checkerboard", "rings"),
+    "data.tokenizer": ("byte", "bpe"),
+    "train.schedule": ("cosine", "constant"),
+    "train.precision": ("fp32", "bf16"),
+    "train.nonfinite": ("stop", "skip"),
+}
+POSITIVE = {"train.steps", "train.batch_size", "train.grad_accum", "train.log_every", "train.ckpt_every",
+            "train.keep_last", "data.seq_len", "sample.n"}
+NON_NEGATIVE = {"train.lr", "train.min_lr", "train.warmup_steps", "train.weight_decay", "train.grad_clip",
+                "train.eval_every", "train.sample_every", "data.n_train", "data.image_size", "sample.steps",
+                "sample.guidance"}
+UNIT_INTERVAL = {"train.ema_decay", "train.beta1", "train.beta2"}
+
+
+def validate(cfg: Config) -> None:
+    """Raise UserError for a value out of range; called after overrides and before anything runs."""
+    for name, allowed in CHOICES.items():
+        v = get_field(cfg, name)
+        if v not in allowed:
+            raise UserError(f"{name}={v!r} is not one of: {', '.join(allowed)}")
+    for name in POSITIVE:
+        if get_field(cfg, name) <= 0:
+            raise UserError(f"{name} must be > 0, got {get_field(cfg, name)}")
+    for name in NON_NEGATIVE:
+        if get_field(cfg, name) < 0:
+            raise UserError(f"{name} must be >= 0, got {get_field(cfg, name)}")
+    for name in UNIT_INTERVAL:
+        if not 0 <= get_field(cfg, name) < 1:
+            raise UserError(f"{name} must be in [0, 1), got {get_field(cfg, name)}")
+    if cfg.data.name == "text" and cfg.data.tokenizer == "bpe" and cfg.data.vocab_size < 260:
+        raise UserError(f"data.vocab_size must be >= 260 for a BPE tokenizer, got {cfg.data.vocab_size}")
+
+
+def get_field(cfg: Any, dotted: str) -> Any:
+    obj = cfg
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Apply `section.key=value` strings in order (a leading `--` is allowed). Raises UserError on any problem."""
+    for item in overrides:
+        item = item[2:] if item.startswith("--") else item
+        if "=" not in item:
+            raise UserError(f"override {item!r} must look like section.key=value")
+        key, raw = item.split("=", 1)
+        set_field(cfg, key.strip(), raw)
+    return cfg
+
+
+def set_field(cfg: Any, dotted: str, raw: str) -> None:
+    """Set one dotted field from its string form, parsed by the field's type."""
+    parts = dotted.split(".")
+    obj, path = cfg, []
+    for i, part in enumerate(parts):
+        if not dataclasses.is_dataclass(obj):
+            raise UserError(f"{'.'.join(path)} has no sub-fields (got key {dotted!r})")
+        fields = {f.name: f for f in dataclasses.fields(obj)}
+        if part not in fields:
+            where = ".".join(path) or "the config"
+            valid = ", ".join(_valid_keys(obj, ".".join(path)))
+            raise UserError(f"unknown key {dotted!r}: {where} has {valid}")
+        path.append(part)
+        if i < len(parts) - 1:
+            obj = getattr(obj, part)
+    f = fields[parts[-1]]
+    if dataclasses.is_dataclass(getattr(obj, f.name)):
+        valid = ", ".join(_valid_keys(getattr(obj, f.name), dotted))
+        raise UserError(f"{dotted} is a section, set one of its keys: {valid}")
+    setattr(obj, f.name, parse_value(raw, _field_type(obj, f), dotted))
+
+
+def _valid_keys(obj: Any, prefix: str) -> list[str]:
+    out = []
+    for f in dataclasses.fields(obj):
+        name = f"{prefix}.{f.name}" if prefix else f.name
+        sub = getattr(obj, f.name)
+        out.extend(_valid_keys(sub, name) if dataclasses.is_dataclass(sub) else [name])
+    return out
+
+
+def _field_type(obj: Any, f: dataclasses.Field) -> Any:
+    hints = typing.get_type_hints(type(obj))
+    tp = hints.get(f.name, f.type)
+    if tp is Any:  # untyped: take the current value's type
+        tp = type(getattr(obj, f.name))
+    return tp
+
+
+def parse_value(raw: str, tp: Any, name: str) -> Any:
+    """Parse `raw` as type `tp` (bool, int, float, str, Optional[...], tuple[...]); UserError says what was expected."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if raw.lower() in ("none", "null", ""):
+            return None
+        return parse_value(raw, args[0], name)
+    if origin in (tuple, list):
+        args = typing.get_args(tp)
+        items = [s for s in raw.strip("()[] ").split(",") if s.strip()]
+        inner = args[0] if args else str
+        vals = [parse_value(s.strip(), inner, name) for s in items]
+        return tuple(vals) if origin is tuple else vals
+    if tp is bool:
+        low = raw.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise UserError(f"{name} expects a bool (true/false), got {raw!r}")
+    if tp is int:
+        try:
+            return int(raw)
+        except ValueError:
+            try:
+                v = float(raw)
+            except ValueError:
+                v = math.nan
+            if v.is_integer():
+                return int(v)
+            raise UserError(f"{name} expects an int, got {raw!r}") from None
+    if tp is float:
+        try:
+            v = float(raw)
+        except ValueError:
+            raise UserError(f"{name} expects a float, got {raw!r}") from None
+        if not math.isfinite(v):
+            raise UserError(f"{name} expects a finite float, got {raw!r}")
+        return v
+    if tp is str:
+        return raw
+    raise UserError(f"{name} has type {tp} which cannot be set from the command line")
+
+
+def _load_into(obj: Any, d: dict, prefix: str) -> None:
+    if not isinstance(d, dict):
+        raise UserError(f"config section {prefix or 'root'} must be an object, got {type(d).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    for k, v in d.items():
+        name = f"{prefix}.{k}" if prefix else k
+        if k not in fields:
+            raise UserError(f"config.json has an unknown key {name!r}")
+        cur = getattr(obj, k)
+        if dataclasses.is_dataclass(cur):
+            _load_into(cur, v, name)
+        else:
+            tp = _field_type(obj, fields[k])
+            if typing.get_origin(tp) is tuple and isinstance(v, list):
+                v = tuple(v)
+            setattr(obj, k, v)

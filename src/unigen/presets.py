@@ -1,0 +1,30 @@
+"""Every preset and every task, in two plain dicts. A family adds itself with one import line here.
+
+    PRESETS["mnist-edm"]() -> Config        TASKS["diffusion"] -> Task
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from unigen import classify
+from unigen.config import Config
+from unigen.errors import UserError
+
+TASKS = {
+    "classify": classify.TASK,
+}
+
+PRESETS: dict[str, Callable[[], Config]] = {
+    **classify.PRESETS,
+}
+
+
+def get_preset(name: str) -> Config:
+    if name not in PRESETS:
+        raise UserError(f"unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}")
+    return PRESETS[name]()
+
+
+def describe(name: str) -> str:
+    """One-line description: the first line of the preset function's docstring."""
+    return (PRESETS[name].__doc__ or "").strip().splitlines()[0] if PRESETS[name].__doc__ else ""

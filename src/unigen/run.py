@@ -1,0 +1,184 @@
+"""The importable functions behind the CLI: `train`, `load`, `sample`, `evaluate`. Tests call them directly.
+
+A run directory holds everything needed to rebuild its model (Hugging Face style):
+
+    RUN/config.json       the resolved Config          RUN/data_info.json   shapes/vocab the model was sized from
+    RUN/model.safetensors weights                      RUN/ema.safetensors  EMA weights (what `load` prefers)
+    RUN/tokenizer.json    text runs                    RUN/checkpoints/     resumable training state
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from unigen.config import Config, validate
+from unigen.errors import UserError
+from unigen.train import checkpoint as ckpt
+
+
+def _registry():
+    from unigen import presets  # imported late: presets import every family
+    return presets
+
+
+def get_task(name: str):
+    tasks = _registry().TASKS
+    if name not in tasks:
+        raise UserError(f"unknown task {name!r}; known: {', '.join(sorted(tasks))}")
+    return tasks[name]
+
+
+def check_run_dir(out: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to clobber an existing run unless asked; `--overwrite` replaces it, `--resume` continues it.
+    Only reads, so every process of a distributed run can check before the main one writes."""
+    if resume and overwrite:
+        raise UserError("--resume and --overwrite exclude each other")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a directory")
+    holds_run = (out / "config.json").exists()
+    if resume:
+        if not holds_run:
+            raise UserError(f"cannot resume: {out} holds no run (no config.json)")
+        return
+    if out.exists() and any(out.iterdir()):
+        if overwrite and not holds_run:
+            raise UserError(f"{out} holds files but no unigen run (no config.json); refusing to delete them")
+        if not overwrite:
+            what = "a run" if holds_run else "files"
+            raise UserError(f"{out} already holds {what}; pass --resume to continue it or --overwrite to replace it")
+
+
+def read_config(run_dir: Path) -> Config:
+    run_dir = Path(run_dir)
+    path = run_dir / "config.json"
+    if not run_dir.is_dir():
+        raise UserError(f"run directory {run_dir} does not exist")
+    try:
+        d = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{run_dir} is not a run directory (no config.json)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(d, dict) or "task" not in d:
+        raise UserError(f"{path} is not a unigen config (no 'task' key)")
+    task = get_task(d["task"])
+    cfg = Config.from_dict(d, task.model_config)
+    validate(cfg)
+    return cfg
+
+
+def train(cfg: Config, out: str | Path, *, resume: bool = False, overwrite: bool = False):
+    """Train `cfg` into run directory `out`. Returns the `FitResult`."""
+    from unigen.data import load as load_data
+    from unigen.train import fit
+    from unigen.train.loop import make_accelerator
+
+    validate(cfg)
+    task = get_task(cfg.task)
+    out = Path(out)
+    acc = make_accelerator()
+    check_run_dir(out, resume=resume, overwrite=overwrite)
+    if resume:
+        saved = read_config(out)
+        if saved.preset != cfg.preset or saved.task != cfg.task:
+            raise UserError(f"{out} holds a run of preset {saved.preset!r}, not {cfg.preset!r}")
+    data = load_data(cfg.data, "train")
+    torch.manual_seed(cfg.train.seed)
+    model = task.build(cfg, data.info)
+    acc.wait_for_everyone()  # every process has checked before the main one writes
+    if acc.is_main_process:
+        if overwrite and out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
+        ckpt.atomic_write_json(out / "config.json", cfg.to_dict())
+        ckpt.atomic_write_json(out / "data_info.json", _jsonable(data.info))
+        if getattr(data, "tokenizer", None) is not None:
+            data.tokenizer.save(out)
+    acc.wait_for_everyone()
+
+    def on_sample(m: nn.Module, step: int) -> None:
+        s = cfg.sample
+        task.sample(m, cfg, run_dir=out, out_dir=out / "samples" / f"step_{step:07d}", n=s.n,
+                    sampler=s.sampler or task.samplers[0], steps=s.steps, seed=s.seed)
+
+    def on_eval(m: nn.Module, step: int) -> dict:
+        return task.evaluate(m, cfg, run_dir=out, quick=True)
+
+    return fit(model, task.loss, data, cfg.train, out, resume=resume,
+               on_eval=on_eval if cfg.train.eval_every else None,
+               on_sample=on_sample if cfg.train.sample_every and task.samplers else None)
+
+
+def load(run_dir: str | Path, *, ema: bool = True, device: str | torch.device = "cpu") -> nn.Module:
+    """The trained model of a run directory, in eval mode, ready for sampling (EMA weights when present)."""
+    run_dir = Path(run_dir)
+    cfg = read_config(run_dir)
+    task = get_task(cfg.task)
+    try:
+        info = json.loads((run_dir / "data_info.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError) as e:
+        raise UserError(f"{run_dir}/data_info.json is missing or corrupt: {e}") from None
+    model = task.build(cfg, _untuple(info))
+    weights = run_dir / "ema.safetensors"
+    if not (ema and weights.exists()):
+        weights = run_dir / "model.safetensors"
+    if not weights.exists():
+        raise UserError(f"{run_dir} has no trained weights yet (no model.safetensors)")
+    ckpt.load_weights_into(model, weights)
+    return model.to(device).eval()
+
+
+def sample(run_dir: str | Path, *, sampler: str = "", steps: int = 0, n: int = 0, seed: int | None = None,
+           out_dir: str | Path | None = None, **kw) -> dict[str, Any]:
+    """Sample from a trained run; files go to RUN/samples/<sampler>-<steps>-seed<seed>/ unless `out_dir`."""
+    run_dir = Path(run_dir)
+    cfg = read_config(run_dir)
+    task = get_task(cfg.task)
+    if not task.samplers:
+        raise UserError(f"task {cfg.task!r} has no samplers")
+    sampler = sampler or cfg.sample.sampler or task.samplers[0]
+    if sampler not in task.samplers:
+        raise UserError(f"unknown sampler {sampler!r} for {cfg.task}; known: {', '.join(task.samplers)}")
+    if steps < 0 or n < 0:
+        raise UserError(f"--steps and --n must be >= 0, got steps={steps} n={n}")
+    seed = cfg.sample.seed if seed is None else seed
+    n = n or cfg.sample.n
+    steps = steps or cfg.sample.steps
+    out_dir = Path(out_dir) if out_dir else run_dir / "samples" / f"{sampler}-{steps or 'default'}-seed{seed}"
+    model = load(run_dir)
+    with torch.no_grad():
+        summary = task.sample(model, cfg, run_dir=run_dir, out_dir=out_dir, n=n, sampler=sampler, steps=steps,
+                              seed=seed, **kw)
+    return {"out_dir": str(out_dir), **summary}
+
+
+def evaluate(run_dir: str | Path, **kw) -> dict[str, Any]:
+    """Metrics of a trained run (also written to RUN/eval.json)."""
+    run_dir = Path(run_dir)
+    cfg = read_config(run_dir)
+    task = get_task(cfg.task)
+    model = load(run_dir)
+    with torch.random.fork_rng(devices=[]):
+        metrics = task.evaluate(model, cfg, run_dir=run_dir, **kw)
+    ckpt.atomic_write_json(run_dir / "eval.json", _jsonable(metrics))
+    return metrics
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if torch.is_tensor(x):
+        return x.tolist()
+    return x
+
+
+def _untuple(info: dict) -> dict:
+    """JSON turns tuples into lists; shapes are tuples in memory."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in info.items()}
