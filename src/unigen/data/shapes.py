@@ -1,0 +1,132 @@
+"""Procedural pictures of 1-3 coloured shapes (circle, square, triangle) with captions and bounding boxes.
+
+Each image is S x S RGB (S = data.image_size or 32) on a black background. Shapes are drawn without
+anti-aliasing (a pixel belongs to a shape when its centre does), in one of `COLOURS` exactly, and never overlap:
+their bounding squares are at least one pixel apart. Shapes are listed largest first (by bounding square), which
+is the order of the caption ("a red circle and a blue square"), of `boxes` and of `box_labels`; `y` is the class
+of the first (largest) shape. Boxes are the tight box of each shape's drawn pixels, as normalised (cx, cy, w, h).
+Layouts come from a numpy PCG64 stream seeded by (data.seed, split), so a dataset is reproducible bit for bit.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from unigen.data.dataset import Dataset, cached, check_split, split_seed
+from unigen.data.images import from_uint8
+from unigen.data.tokenizer import ByteTokenizer
+from unigen.errors import UserError
+
+SHAPES = ("circle", "square", "triangle")
+COLOURS = {"red": (230, 40, 40), "green": (40, 190, 60), "blue": (50, 90, 240), "yellow": (240, 220, 40),
+           "magenta": (220, 60, 210), "cyan": (40, 210, 220), "orange": (250, 140, 20), "white": (245, 245, 245)}
+BACKGROUND = (0, 0, 0)
+MAX_SHAPES = 3
+N_TRAIN, N_TEST, DEFAULT_SIZE, MIN_SIZE = 10_000, 1_000, 32, 16
+PLACEMENT_TRIES = 200
+
+
+def caption(items: list[tuple[str, str]]) -> str:
+    """[(colour, shape), ...] -> "a red circle", "an orange circle and a blue square", "a red circle, a ... and a ..."."""
+    parts = [f"{'an' if c[0] in 'aeiou' else 'a'} {c} {s}" for c, s in items]
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+# Longest possible caption: three shapes, each with the longest names.
+CAPTION_LEN = len(caption([(max(COLOURS, key=len), max(SHAPES, key=len))] * MAX_SHAPES))
+
+
+def _layout(rng: np.random.Generator, size: int) -> np.ndarray:
+    """1-3 rows (cx, cy, s): bounding squares [cx +- s] x [cy +- s] inside the image, largest first, >= 1 px apart.
+
+    Each shape takes the first of `PLACEMENT_TRIES` uniform candidate centres that keeps clear of those placed
+    before it; a shape with no such candidate is left out. The first shape always fits; at 32x32 about 1 in 7
+    images that drew three shapes keep only two, so images hold 1 / 2 / 3 shapes about 37% / 34% / 29% of the time.
+    """
+    k = int(rng.integers(1, MAX_SHAPES + 1))
+    radii = np.sort(rng.uniform(size / 8, size / 4.5, size=k))[::-1]
+    placed = np.zeros((0, 3))
+    for s in radii:
+        cand = rng.uniform(s, size - s, size=(PLACEMENT_TRIES, 2))                  # (T, 2)
+        gap = s + placed[:, 2] + 1                                                   # (P,)
+        apart = np.abs(cand[:, None, :] - placed[None, :, :2]) >= gap[None, :, None]   # (T, P, 2)
+        ok = apart.any(2).all(1)                                                     # (T,)
+        if ok.any():
+            placed = np.concatenate([placed, [[*cand[ok.argmax()], s]]])
+    return placed
+
+
+def _masks(params: torch.Tensor, cls: torch.Tensor, size: int) -> torch.Tensor:
+    """Pixel masks (N, S, S) of shapes with (cx, cy, s) in `params` (N, 3) and class ids `cls` (N,)."""
+    u = torch.arange(size, dtype=torch.float64) + 0.5                           # pixel centres
+    dx = u[None, None, :] - params[:, 0, None, None]                            # (N, 1, S)
+    dy = u[None, :, None] - params[:, 1, None, None]                            # (N, S, 1)
+    s = params[:, 2, None, None]                                                # (N, 1, 1)
+    circle = dx ** 2 + dy ** 2 <= s ** 2
+    square = (dx.abs() <= s) & (dy.abs() <= s)
+    triangle = (dy <= s) & (2 * dx.abs() <= dy + s)                             # apex (cx, cy - s), base y = cy + s
+    c = cls[:, None, None]
+    return torch.where(c == 0, circle, torch.where(c == 1, square, triangle))    # (N, S, S)
+
+
+def _tight_boxes(mask: torch.Tensor) -> torch.Tensor:
+    """Normalised (cx, cy, w, h) (N, 4) of the drawn pixels of each mask (N, S, S); every mask is non-empty."""
+    size = mask.shape[-1]
+    ar = torch.arange(size)
+    cols, rows = mask.any(1), mask.any(2)                                       # (N, S) each
+    x0 = torch.where(cols, ar, size).min(1).values
+    x1 = torch.where(cols, ar, -1).max(1).values + 1
+    y0 = torch.where(rows, ar, size).min(1).values
+    y1 = torch.where(rows, ar, -1).max(1).values + 1
+    return torch.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], 1).float() / size
+
+
+def render_shapes(n: int, size: int, seed: int) -> dict:
+    """Draw `n` images from the PCG64 stream `seed`: tensors of the batch plus `captions`."""
+    rng = np.random.Generator(np.random.PCG64(seed))
+    params = np.zeros((n, MAX_SHAPES, 3))
+    cls = np.full((n, MAX_SHAPES), -1, dtype=np.int64)
+    col = np.zeros((n, MAX_SHAPES), dtype=np.int64)
+    names = list(COLOURS)
+    captions = []
+    for i in range(n):
+        squares = _layout(rng, size)
+        m = len(squares)
+        params[i, :m] = squares
+        cls[i, :m] = rng.integers(0, len(SHAPES), size=m)
+        col[i, :m] = rng.integers(0, len(names), size=m)
+        captions.append(caption([(names[c], SHAPES[k]) for c, k in zip(col[i, :m], cls[i, :m])]))
+    params, cls, col = torch.from_numpy(params), torch.from_numpy(cls), torch.from_numpy(col)
+    palette = torch.tensor([COLOURS[c] for c in names], dtype=torch.uint8)       # (colours, 3)
+    img = torch.tensor(BACKGROUND, dtype=torch.uint8).expand(n, size, size, 3).clone()   # (N, S, S, 3)
+    boxes = torch.zeros(n, MAX_SHAPES, 4)
+    for k in range(MAX_SHAPES):
+        valid = cls[:, k] >= 0                                                  # (N,)
+        mask = _masks(params[:, k], cls[:, k].clamp(min=0), size) & valid[:, None, None]   # (N, S, S)
+        img = torch.where(mask[..., None], palette[col[:, k]][:, None, None, :], img)
+        boxes[valid, k] = _tight_boxes(mask[valid])
+    cap_ids = torch.full((n, CAPTION_LEN), ByteTokenizer().pad_id, dtype=torch.long)
+    for i, text in enumerate(captions):
+        ids = ByteTokenizer().encode(text)
+        cap_ids[i, : len(ids)] = torch.tensor(ids)
+    return {"x": img.permute(0, 3, 1, 2).contiguous(), "y": cls[:, 0].clone(), "caption_ids": cap_ids,
+            "boxes": boxes, "box_labels": cls, "captions": captions}
+
+
+def load_shapes(cfg, split: str) -> Dataset:
+    """`{"x": (N, 3, S, S) in [-1, 1], "y", "caption_ids" (N, L), "boxes" (N, 3, 4), "box_labels" (N, 3)}`."""
+    check_split(split)
+    size = cfg.image_size or DEFAULT_SIZE
+    if size < MIN_SIZE:
+        raise UserError(f"data.image_size={size} is too small for shapes; use 0 (32) or at least {MIN_SIZE}")
+    if cfg.n_train < 0:
+        raise UserError(f"data.n_train must be >= 0, got {cfg.n_train}")
+    n = (cfg.n_train or N_TRAIN) if split == "train" else N_TEST
+    seed = split_seed(cfg.seed, split, "shapes")
+    d = cached(("shapes", n, size, seed), lambda: render_shapes(n, size, seed))
+    tensors = {"x": from_uint8(d["x"])}                                        # (N, 3, S, S), a fresh tensor
+    tensors.update({k: d[k].clone() for k in ("y", "caption_ids", "boxes", "box_labels")})
+    info = {"name": "shapes", "split": split, "shape": (3, size, size), "num_classes": len(SHAPES),
+            "class_names": SHAPES, "colours": tuple(COLOURS), "max_boxes": MAX_SHAPES, "caption_len": CAPTION_LEN,
+            "caption_vocab_size": ByteTokenizer().vocab_size, "pad_id": ByteTokenizer().pad_id}
+    return Dataset(tensors, info, tokenizer=ByteTokenizer(), captions=list(d["captions"]))
