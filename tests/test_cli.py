@@ -1,0 +1,75 @@
+"""CLI smoke tests: every preset trains 2 steps through `unigen train`, then `eval --json` and `sample` run."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from unigen.cli import main
+from unigen.presets import PRESETS, TASKS, get_preset
+
+# Small overrides so each preset's smoke run takes seconds; sizes stay the preset's own unless listed.
+FAST = ["--train.steps=2", "--train.batch_size=8", "--train.progress=false", "--sample.n=4"]
+DATASETS = {"toy2d", "digits", "mnist", "text", "shapes"}
+
+
+def cli(*args) -> int:
+    with pytest.raises(SystemExit) as e:
+        main(list(args))
+    return e.value.code
+
+
+def test_presets_cover_every_dataset():
+    seen = {get_preset(name).data.name for name in PRESETS}
+    covered = seen & DATASETS
+    assert covered >= {"digits", "mnist", "shapes"}, covered
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_preset_trains_two_steps_and_evaluates(preset, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli("train", preset, "--out", str(out), *FAST) == 0
+    assert (out / "config.json").exists() and (out / "model.safetensors").exists()
+    capsys.readouterr()
+    task = TASKS[get_preset(preset).task]
+    if task.samplers:
+        assert cli("sample", str(out), "--steps", "2", "--n", "4", "--seed", "1") == 0
+        capsys.readouterr()
+    assert cli("eval", str(out), "--json") == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert metrics and all(isinstance(v, (int, float)) for v in metrics.values())
+
+
+def test_dry_run_prints_resolved_config(capsys):
+    assert cli("train", "mlp-digits", "--dry-run", "--train.steps=7", "--model.hidden", "33") == 0
+    cfg = json.loads(capsys.readouterr().out)
+    assert cfg["train"]["steps"] == 7 and cfg["model"]["hidden"] == 33 and cfg["preset"] == "mlp-digits"
+
+
+def test_presets_lists_descriptions(capsys):
+    assert cli("presets") == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == len(PRESETS) and all(len(l.split(None, 1)) == 2 for l in lines)
+
+
+def test_user_error_is_one_line_exit_2():
+    r = subprocess.run([sys.executable, "-m", "unigen", "train", "no-such-preset"], capture_output=True, text=True,
+                       env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and r.stderr.startswith("error: unknown preset 'no-such-preset'")
+    assert "Traceback" not in r.stderr
+
+
+def test_torchrun_cli_two_processes(tmp_path):
+    """`torchrun -m unigen train` runs data-parallel on CPU and writes one run directory."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop("WORLD_SIZE", None)
+    out = tmp_path / "ddp"
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        "-m", "unigen", "train", "mlp-digits", "--out", str(out), "--train.steps=4",
+                        "--train.progress=false"], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (out / "model.safetensors").exists()
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(l)["step"] for l in lines] == [4]  # one writer, not two
