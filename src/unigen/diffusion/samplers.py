@@ -1,0 +1,314 @@
+"""Samplers: plain functions `sample_<name>(D, x, sigmas, *, generator=None, callback=None, **options) -> x`.
+
+Contract: `D(x, sigma) -> x0_hat` in EDM's scale-free variables with sigma of shape (B,) (see precond.py; bind
+conditioning with functools.partial or guidance.guided); `x` is already at noise level sigmas[0] (the caller draws
+it, e.g. x = sigmas[0] * randn); `sigmas` is a decreasing 1-D grid ending at 0 (see grids.py). Every sampler
+accepts `generator` (deterministic ones ignore it) and `callback`, called after each step with a dict
+{"i", "x", "sigma", "denoised"}. `nfe(name, n_steps)` gives the number of denoiser calls for n_steps = len(sigmas) - 1.
+
+Notation
+    sigma, sigma_next   sigma_i, sigma_{i+1} on the grid
+    D_x                 D(x; sigma), the denoised estimate
+    d                   dx/dsigma = (x - D_x) / sigma, the probability-flow ODE (EDM Eq. 3 with sigma(t) = t, s = 1)
+    gamma, t_hat, x_hat EDM Algorithm 2's churn: t_hat = (1 + gamma) sigma, x_hat = x at noise level t_hat
+    r                   sigma_next^2 / sigma^2
+    sigma_up            std of the fresh noise added in a stochastic step
+    tau                 sigma^2, the Brownian time of the forward process x = x0 + sigma eps
+    h, lambda           DPM-Solver++ step h = lambda_next - lambda with lambda = -ln sigma
+    t, x_t              flow time t = sigma / (1 + sigma) and x_t = x / (1 + sigma) = (1 - t) x0 + t eps
+    z                   fresh N(0, I) noise
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from unigen.errors import UserError
+
+Denoiser = Callable[..., Tensor]
+
+
+def check_grid(sigmas: Tensor, increasing: bool = False) -> list[float]:
+    """Validate a noise-level grid and return it as Python floats (double precision step coefficients)."""
+    if not isinstance(sigmas, Tensor) or sigmas.ndim != 1 or sigmas.numel() < 2:
+        raise UserError("sigmas must be a 1-D tensor with at least two noise levels")
+    s = sigmas.double().tolist()
+    if not all(math.isfinite(v) for v in s):
+        raise UserError("sigmas must be finite (for flow models start below t = 1, see grids.flow_sigmas)")
+    pairs = list(zip(s[:-1], s[1:]))
+    if increasing and (s[0] <= 0 or any(b <= a for a, b in pairs)):
+        raise UserError("sigmas must be strictly increasing and start above 0")
+    if not increasing and (s[-1] != 0 or any(b >= a for a, b in pairs)):
+        raise UserError("sigmas must be strictly decreasing and end at 0")
+    return s
+
+
+def _D(D: Denoiser, x: Tensor, sigma: float) -> Tensor:
+    return D(x, x.new_full((x.shape[0],), sigma))                    # sigma as (B,)
+
+
+def _noise(x: Tensor, generator: torch.Generator | None) -> Tensor:
+    return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+
+
+def _report(callback, i: int, x: Tensor, sigma: float, D_x: Tensor) -> None:
+    if callback is not None:
+        callback({"i": i, "x": x, "sigma": sigma, "denoised": D_x})
+
+
+def sample_euler(D: Denoiser, x: Tensor, sigmas: Tensor, *, generator=None, callback=None) -> Tensor:
+    """Karras et al. 2022, Algorithm 1 without the second-order correction: Euler on dx/dsigma = (x - D_x) / sigma."""
+    s = check_grid(sigmas)
+    for i in range(len(s) - 1):
+        D_x = _D(D, x, s[i])
+        d = (x - D_x) / s[i]
+        x = x + (s[i + 1] - s[i]) * d
+        _report(callback, i, x, s[i], D_x)
+    return x
+
+
+def sample_heun(D: Denoiser, x: Tensor, sigmas: Tensor, *, S_churn: float = 0.0, S_min: float = 0.0,
+                S_max: float = math.inf, S_noise: float = 1.0, generator=None, callback=None) -> Tensor:
+    """Karras et al. 2022, Algorithm 2 (stochastic Heun with churn); S_churn = 0 is Algorithm 1 (deterministic Heun).
+
+    gamma_i = min(S_churn / N, sqrt(2) - 1) for sigma_i in [S_min, S_max]; the last step (to sigma = 0) is Euler.
+    """
+    s = check_grid(sigmas)
+    N = len(s) - 1
+    for i in range(N):
+        gamma = min(S_churn / N, math.sqrt(2) - 1) if S_min <= s[i] <= S_max else 0.0
+        t_hat = s[i] * (1 + gamma)
+        x_hat = x
+        if gamma > 0:
+            x_hat = x + math.sqrt(t_hat ** 2 - s[i] ** 2) * S_noise * _noise(x, generator)
+        D_x = _D(D, x_hat, t_hat)
+        d = (x_hat - D_x) / t_hat
+        x = x_hat + (s[i + 1] - t_hat) * d
+        if s[i + 1] != 0:
+            d_prime = (x - _D(D, x, s[i + 1])) / s[i + 1]
+            x = x_hat + (s[i + 1] - t_hat) * (0.5 * d + 0.5 * d_prime)
+        _report(callback, i, x, s[i], D_x)
+    return x
+
+
+def sample_heun_churn(D: Denoiser, x: Tensor, sigmas: Tensor, *, S_churn: float = 40.0, S_min: float = 0.05,
+                      S_max: float = 50.0, S_noise: float = 1.003, generator=None, callback=None) -> Tensor:
+    """Karras et al. 2022, Algorithm 2 with the paper's ImageNet-64 settings (Table 5) as defaults."""
+    return sample_heun(D, x, sigmas, S_churn=S_churn, S_min=S_min, S_max=S_max, S_noise=S_noise,
+                       generator=generator, callback=callback)
+
+
+def sample_ddim(D: Denoiser, x: Tensor, sigmas: Tensor, *, eta: float = 0.0, generator=None,
+                callback=None) -> Tensor:
+    """Song et al. 2021 (DDIM), Eq. 12 in EDM variables: x' = D_x + sqrt(sigma'^2 - sigma_up^2) eps_hat + sigma_up z.
+
+    Dividing Eq. 12 by sqrt(alpha_bar_{t-1}) turns Eq. 16's sigma_t(eta) into
+    sigma_up = eta sigma' sqrt(1 - sigma'^2 / sigma^2); eta = 0 is exactly Euler (Algorithm 1 without correction),
+    eta = 1 is DDPM's posterior (Ho et al. 2020, Eq. 7).
+    """
+    if not 0 <= eta <= 1:
+        raise UserError(f"DDIM eta must be in [0, 1], got {eta}")
+    s = check_grid(sigmas)
+    for i in range(len(s) - 1):
+        D_x = _D(D, x, s[i])
+        eps_hat = (x - D_x) / s[i]
+        sigma_up = eta * s[i + 1] * math.sqrt(1 - s[i + 1] ** 2 / s[i] ** 2)
+        x = D_x + math.sqrt(s[i + 1] ** 2 - sigma_up ** 2) * eps_hat
+        if sigma_up > 0:
+            x = x + sigma_up * _noise(x, generator)
+        _report(callback, i, x, s[i], D_x)
+    return x
+
+
+def sample_ddpm(D: Denoiser, x: Tensor, sigmas: Tensor, *, variance: str = "small", generator=None,
+                callback=None) -> Tensor:
+    """Ho et al. 2020, Algorithm 2 (ancestral sampling) on EDM's grid, with the posterior of Eq. 6-7.
+
+    In x = x_vp / sqrt(alpha_bar) the posterior q(x_{t-1} | x_t, x0) is the Brownian bridge with mean
+    D_x + r (x - D_x), r = sigma'^2 / sigma^2, and variance sigma'^2 (1 - r) ("small", sigma_t^2 = beta_tilde_t);
+    "large" (sigma_t^2 = beta_t) is beta_t / alpha_bar_{t-1} = (sigma^2 - sigma'^2)(1 + sigma'^2)/(1 + sigma^2).
+    On the discrete DDPM levels (grids.ddpm_sigmas) this is DDPM exactly; no noise is added on the step to 0.
+    """
+    if variance not in ("small", "large"):
+        raise UserError(f"DDPM variance must be 'small' or 'large', got {variance!r}")
+    s = check_grid(sigmas)
+    for i in range(len(s) - 1):
+        D_x = _D(D, x, s[i])
+        r = s[i + 1] ** 2 / s[i] ** 2
+        x = D_x + r * (x - D_x)
+        if s[i + 1] > 0:
+            var = s[i + 1] ** 2 * (1 - r) if variance == "small" else \
+                (s[i] ** 2 - s[i + 1] ** 2) * (1 + s[i + 1] ** 2) / (1 + s[i] ** 2)
+            x = x + math.sqrt(var) * _noise(x, generator)
+        _report(callback, i, x, s[i], D_x)
+    return x
+
+
+def _reverse_sde_step(D: Denoiser, x: Tensor, sigma: float, sigma_next: float, generator) -> tuple[Tensor, Tensor]:
+    """One Euler-Maruyama step of dx = -grad log p(x; sigma) dtau + dw_bar, tau = sigma^2 (sample_euler_maruyama)."""
+    D_x = _D(D, x, sigma)
+    dtau = sigma ** 2 - sigma_next ** 2
+    x = x + dtau * (D_x - x) / sigma ** 2                             # score = (D_x - x) / sigma^2 (EDM Eq. 3)
+    if sigma_next > 0:
+        x = x + math.sqrt(dtau) * _noise(x, generator)
+    return x, D_x
+
+
+def sample_euler_maruyama(D: Denoiser, x: Tensor, sigmas: Tensor, *, generator=None, callback=None) -> Tensor:
+    """Song et al. 2021, Eq. 6 (reverse-time SDE) by Euler-Maruyama in EDM variables (EDM Eq. 6, beta = sigma'/sigma).
+
+    For VP and VE alike, x = x_native / s follows the forward SDE dx = dw in tau = sigma^2 (Song's Eq. 9 and 11
+    divided by s(t)); its reverse is dx = -grad log p(x; sigma) dtau + dw_bar. Each step from sigma to sigma' adds
+    dtau = sigma^2 - sigma'^2 times the score and sqrt(dtau) z: Song et al.'s reverse-diffusion predictor (App. E).
+    """
+    s = check_grid(sigmas)
+    for i in range(len(s) - 1):
+        x, D_x = _reverse_sde_step(D, x, s[i], s[i + 1], generator)
+        _report(callback, i, x, s[i], D_x)
+    return x
+
+
+def _langevin_step_size(z: Tensor, g: Tensor, snr: float, norm: str) -> Tensor:
+    """Song et al. 2021, Alg. 2-3: e = 2 (snr ||z|| / ||g||)^2, per example or with batch-mean norms. (B, 1, ..., 1)"""
+    z_norm, g_norm = z.flatten(1).norm(dim=1), g.flatten(1).norm(dim=1)     # (B,)
+    if norm == "batch":
+        z_norm, g_norm = z_norm.mean().expand_as(z_norm), g_norm.mean().expand_as(g_norm)
+    return (2 * (snr * z_norm / g_norm) ** 2).reshape(-1, *([1] * (z.ndim - 1)))
+
+
+def sample_pc(D: Denoiser, x: Tensor, sigmas: Tensor, *, snr: float = 0.16, n_corrector: int = 1,
+              norm: str = "batch", generator=None, callback=None) -> Tensor:
+    """Song et al. 2021, Algorithms 2-3 (predictor-corrector): reverse-diffusion predictor, Langevin corrector.
+
+    After each predictor step to sigma' > 0, `n_corrector` Langevin steps x += e g + sqrt(2 e) z with g the score at
+    sigma' and e = 2 (snr ||z|| / ||g||)^2 (no corrector at sigma' = 0, where the score is undefined). norm="example"
+    takes the norms per example as the algorithms do; in few dimensions ||z|| / ||g|| is heavy-tailed (an F
+    distribution) and single samples jump far, so the default "batch" averages the norms over the batch, as
+    Song et al.'s code does. The snr fixes ||e g|| / ||sqrt(2 e) z||, so it means the same in VP and in EDM
+    variables (Alg. 3's alpha_i ~ 1 is dropped).
+    """
+    if norm not in ("batch", "example"):
+        raise UserError(f"PC corrector norm must be 'batch' or 'example', got {norm!r}")
+    s = check_grid(sigmas)
+    for i in range(len(s) - 1):
+        x, D_x = _reverse_sde_step(D, x, s[i], s[i + 1], generator)
+        for _ in range(n_corrector if s[i + 1] > 0 else 0):
+            z = _noise(x, generator)
+            g = (_D(D, x, s[i + 1]) - x) / s[i + 1] ** 2              # score at sigma'
+            e = _langevin_step_size(z, g, snr, norm)                  # (B, 1, ..., 1)
+            x = x + e * g + (2 * e).sqrt() * z
+        _report(callback, i, x, s[i], D_x)
+    return x
+
+
+def sample_dpmpp_2m(D: Denoiser, x: Tensor, sigmas: Tensor, *, generator=None, callback=None) -> Tensor:
+    """Lu et al. 2022 (DPM-Solver++), Algorithm 2 (multistep 2M) in EDM variables: alpha = 1, lambda = -ln sigma.
+
+    First step first order; the step to sigma = 0 (h = inf) is the first-order limit x = D_x.
+    """
+    s = check_grid(sigmas)
+    D_prev, h_prev = None, None
+    for i in range(len(s) - 1):
+        D_x = _D(D, x, s[i])
+        if s[i + 1] == 0:
+            x = D_x
+        else:
+            h = math.log(s[i] / s[i + 1])
+            D_hat = D_x
+            if D_prev is not None:
+                r = h_prev / h
+                D_hat = (1 + 1 / (2 * r)) * D_x - (1 / (2 * r)) * D_prev
+            x = (s[i + 1] / s[i]) * x - math.expm1(-h) * D_hat
+            D_prev, h_prev = D_x, h
+        _report(callback, i, x, s[i], D_x)
+    return x
+
+
+def _flow_velocity(D: Denoiser, x_t: Tensor, t: float) -> tuple[Tensor, Tensor]:
+    """Liu et al. 2023: v = eps - x0 = (x_t - x0_hat) / t, with x0_hat = D(x_t / (1 - t); t / (1 - t))."""
+    D_x = _D(D, x_t / (1 - t), t / (1 - t))
+    return (x_t - D_x) / t, D_x
+
+
+def sample_flow_euler(D: Denoiser, x: Tensor, sigmas: Tensor, *, generator=None, callback=None) -> Tensor:
+    """Liu et al. 2023 (rectified flow), Euler on dx_t/dt = v(x_t, t) in flow time t = sigma / (1 + sigma)."""
+    s = check_grid(sigmas)
+    t = [v / (1 + v) for v in s]
+    x_t = x / (1 + s[0])
+    for i in range(len(t) - 1):
+        v, D_x = _flow_velocity(D, x_t, t[i])
+        x_t = x_t + (t[i + 1] - t[i]) * v
+        _report(callback, i, x_t * (1 + s[i + 1]), s[i], D_x)
+    return x_t                                                        # t = 0: x = x_t
+
+
+def sample_flow_midpoint(D: Denoiser, x: Tensor, sigmas: Tensor, *, generator=None, callback=None) -> Tensor:
+    """Liu et al. 2023 (rectified flow), explicit midpoint (RK2) on dx_t/dt = v(x_t, t) in flow time t."""
+    s = check_grid(sigmas)
+    t = [v / (1 + v) for v in s]
+    x_t = x / (1 + s[0])
+    for i in range(len(t) - 1):
+        v, D_x = _flow_velocity(D, x_t, t[i])
+        t_mid = 0.5 * (t[i] + t[i + 1])
+        v_mid, _ = _flow_velocity(D, x_t + (t_mid - t[i]) * v, t_mid)
+        x_t = x_t + (t[i + 1] - t[i]) * v_mid
+        _report(callback, i, x_t * (1 + s[i + 1]), s[i], D_x)
+    return x_t
+
+
+def invert_ddim(D: Denoiser, x: Tensor, sigmas: Tensor, *, callback=None) -> Tensor:
+    """Song et al. 2021 (DDIM), Sec. 4.3 / Eq. 13: deterministic encoding, Euler on the ODE up an increasing grid.
+
+    `x` is at noise level sigmas[0] > 0 (e.g. data at the smallest DDPM level); returns x at sigmas[-1].
+    """
+    s = check_grid(sigmas, increasing=True)
+    for i in range(len(s) - 1):
+        D_x = _D(D, x, s[i])
+        x = D_x + (s[i + 1] / s[i]) * (x - D_x)
+        _report(callback, i, x, s[i], D_x)
+    return x
+
+
+def nfe(name: str, n_steps: int, **options) -> int:
+    """Number of denoiser evaluations of sampler `name` for n_steps = len(sigmas) - 1 (options as passed to it)."""
+    if name not in NFE:
+        raise UserError(f"unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)}")
+    return NFE[name](n_steps, **options)
+
+
+def get_sampler(name: str) -> Callable[..., Tensor]:
+    """The sampler registered under `name`; UserError lists the names."""
+    if name not in SAMPLERS:
+        raise UserError(f"unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)}")
+    return SAMPLERS[name]
+
+
+SAMPLERS = {
+    "euler": sample_euler,
+    "heun": sample_heun,
+    "heun-churn": sample_heun_churn,
+    "ddim": sample_ddim,
+    "ddpm": sample_ddpm,
+    "euler-maruyama": sample_euler_maruyama,
+    "pc": sample_pc,
+    "dpmpp-2m": sample_dpmpp_2m,
+    "flow-euler": sample_flow_euler,
+    "flow-midpoint": sample_flow_midpoint,
+}
+
+# Denoiser calls for n steps on a grid ending at 0 (Heun's last step is Euler; no corrector at sigma = 0).
+NFE = {
+    "euler": lambda n, **o: n,
+    "heun": lambda n, **o: 2 * n - 1,
+    "heun-churn": lambda n, **o: 2 * n - 1,
+    "ddim": lambda n, **o: n,
+    "ddpm": lambda n, **o: n,
+    "euler-maruyama": lambda n, **o: n,
+    "pc": lambda n, n_corrector=1, **o: n + n_corrector * (n - 1),
+    "dpmpp-2m": lambda n, **o: n,
+    "flow-euler": lambda n, **o: n,
+    "flow-midpoint": lambda n, **o: 2 * n,
+}
