@@ -49,6 +49,10 @@ class ClassifyTask(Task):
             raise UserError(f"dataset {cfg.data.name!r} has no labels; classification needs digits, mnist or shapes")
         c, h, w = data_info["shape"]
         k = data_info["num_classes"]
+        if m.patch < 1 or m.hidden < 1:
+            raise UserError(f"model.patch and model.hidden must be >= 1, got patch={m.patch} hidden={m.hidden}")
+        if not 0 <= m.dropout < 1:
+            raise UserError(f"model.dropout must be in [0, 1), got {m.dropout}")
         if m.arch == "mlp":
             return MLPClassifier(c * h * w, m.hidden, k, m.dropout)
         if m.arch == "vit":

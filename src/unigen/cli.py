@@ -6,12 +6,15 @@
     unigen eval RUN_DIR [--json] [--nfe-sweep]
     unigen demo [--out DIR]
 
-A user error prints one line `error: ...` on stderr and exits with code 2.
+A user error (or a file-system refusal: permissions, disk full) prints one line `error: ...` on stderr and exits
+with code 2. `train --resume` continues with the run's saved config.json; overrides given with it change that config
+(training settings only: a different model or data is refused).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 from unigen.errors import UserError
@@ -90,15 +93,21 @@ def run(argv: list[str]) -> int:
     elif args.command == "train":
         from unigen.config import apply_overrides, validate
         from unigen.presets import get_preset
-        from unigen.run import train
-        cfg = apply_overrides(get_preset(args.preset), parse_overrides(extra))
+        from unigen.run import read_config, train
+        out = args.out or f"runs/{args.preset}"
+        base = get_preset(args.preset)
+        if args.resume and not args.overwrite:  # continue with the saved config; overrides change it
+            base = read_config(out)
+            if base.preset != args.preset:
+                raise UserError(f"{out} holds a run of preset {base.preset!r}, not {args.preset!r}")
+        cfg = apply_overrides(base, parse_overrides(extra))
         validate(cfg)
         if args.dry_run:
             print(cfg.to_json())
             return 0
-        out = args.out or f"runs/{args.preset}"
         result = train(cfg, out, resume=args.resume, overwrite=args.overwrite)
-        print(f"trained {result.step} steps (loss {result.loss:.4f}); run directory: {out}")
+        loss = f" (loss {result.loss:.4f})" if math.isfinite(result.loss) else ""  # nan: nothing left to train
+        print(f"trained {result.step} steps{loss}; run directory: {out}")
     elif args.command == "sample":
         from unigen.run import sample
         kw = {k: v for k, v in (("guidance", args.guidance), ("prompt", args.prompt)) if v is not None}
@@ -121,11 +130,20 @@ def run(argv: list[str]) -> int:
     return 0
 
 
+def one_line(msg: str) -> str:
+    """Error messages are one line on the terminal, whatever a library put in them."""
+    return " ".join(msg.split()) or "unknown error"
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         code = run(sys.argv[1:] if argv is None else argv)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(str(e))}", file=sys.stderr)
+        code = 2
+    except OSError as e:  # the file system refused (permissions, a file where a folder should be, disk full)
+        what = f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")
+        print(f"error: {one_line(what)}", file=sys.stderr)
         code = 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

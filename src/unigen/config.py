@@ -9,6 +9,7 @@ was expected. `to_dict` / `from_dict` round-trip through the run directory's `co
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import math
 import types
@@ -82,10 +83,11 @@ class Config:
         return json.dumps(self.to_dict(), indent=2)
 
     @classmethod
-    def from_dict(cls, d: dict, model_config: type) -> "Config":
-        """Rebuild from `to_dict()` output; `model_config` is the family's model dataclass."""
+    def from_dict(cls, d: dict, model_config: type, source: str = "config.json") -> "Config":
+        """Rebuild from `to_dict()` output; `model_config` is the family's model dataclass. Unknown keys and values
+        of the wrong type are a UserError that names `source` (the file the dict came from)."""
         cfg = cls(model=model_config())
-        _load_into(cfg, d, "")
+        _load_into(cfg, d, "", source)
         return cfg
 
 
@@ -104,10 +106,14 @@ NON_NEGATIVE = {"train.lr", "train.min_lr", "train.warmup_steps", "train.weight_
                 "train.eval_every", "train.sample_every", "data.n_train", "data.image_size", "sample.steps",
                 "sample.guidance"}
 UNIT_INTERVAL = {"train.ema_decay", "train.beta1", "train.beta2"}
+SEEDS = {"train.seed", "data.seed", "sample.seed"}   # torch generators take 64-bit seeds; fit() multiplies them
+MAX_SEED = 2**31 - 1
 
 
 def validate(cfg: Config) -> None:
-    """Raise UserError for a value out of range; called after overrides and before anything runs."""
+    """Raise UserError for a value of the wrong type or out of range; called after overrides and before anything
+    runs (also on configs built in Python)."""
+    _check_types(cfg, "")
     for name, allowed in CHOICES.items():
         v = get_field(cfg, name)
         if v not in allowed:
@@ -121,8 +127,23 @@ def validate(cfg: Config) -> None:
     for name in UNIT_INTERVAL:
         if not 0 <= get_field(cfg, name) < 1:
             raise UserError(f"{name} must be in [0, 1), got {get_field(cfg, name)}")
+    for name in SEEDS:
+        if not 0 <= get_field(cfg, name) <= MAX_SEED:
+            raise UserError(f"{name} must be in [0, {MAX_SEED}], got {get_field(cfg, name)}")
     if cfg.data.name == "text" and cfg.data.tokenizer == "bpe" and cfg.data.vocab_size < 260:
         raise UserError(f"data.vocab_size must be >= 260 for a BPE tokenizer, got {cfg.data.vocab_size}")
+
+
+def _check_types(obj: Any, prefix: str) -> None:
+    for f in dataclasses.fields(obj):
+        name, v = f"{prefix}.{f.name}" if prefix else f.name, getattr(obj, f.name)
+        if dataclasses.is_dataclass(v):
+            _check_types(v, name)
+        elif not (prefix == "" and f.name == "model"):
+            tp = _field_type(obj, f)
+            if typing.get_origin(tp) in (tuple, list) and isinstance(v, (tuple, list)):
+                v = list(v)
+            check_json_value(v, tp, name, "config")
 
 
 def get_field(cfg: Any, dotted: str) -> Any:
@@ -153,8 +174,10 @@ def set_field(cfg: Any, dotted: str, raw: str) -> None:
         fields = {f.name: f for f in dataclasses.fields(obj)}
         if part not in fields:
             where = ".".join(path) or "the config"
-            valid = ", ".join(_valid_keys(obj, ".".join(path)))
-            raise UserError(f"unknown key {dotted!r}: {where} has {valid}")
+            keys = _valid_keys(obj, ".".join(path))
+            close = difflib.get_close_matches(dotted, keys, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise UserError(f"unknown key {dotted!r}: {hint}{where} has {', '.join(keys)}")
         path.append(part)
         if i < len(parts) - 1:
             obj = getattr(obj, part)
@@ -162,6 +185,8 @@ def set_field(cfg: Any, dotted: str, raw: str) -> None:
     if dataclasses.is_dataclass(getattr(obj, f.name)):
         valid = ", ".join(_valid_keys(getattr(obj, f.name), dotted))
         raise UserError(f"{dotted} is a section, set one of its keys: {valid}")
+    if len(parts) == 1:  # task / preset name what the sections mean; they come with the preset
+        raise UserError(f"{dotted!r} cannot be overridden: it comes from the preset (choose another preset)")
     setattr(obj, f.name, parse_value(raw, _field_type(obj, f), dotted))
 
 
@@ -227,19 +252,42 @@ def parse_value(raw: str, tp: Any, name: str) -> Any:
     raise UserError(f"{name} has type {tp} which cannot be set from the command line")
 
 
-def _load_into(obj: Any, d: dict, prefix: str) -> None:
+def _load_into(obj: Any, d: dict, prefix: str, source: str) -> None:
     if not isinstance(d, dict):
-        raise UserError(f"config section {prefix or 'root'} must be an object, got {type(d).__name__}")
+        raise UserError(f"{source}: section {prefix or 'root'} must be an object, got {type(d).__name__}")
     fields = {f.name: f for f in dataclasses.fields(obj)}
     for k, v in d.items():
         name = f"{prefix}.{k}" if prefix else k
         if k not in fields:
-            raise UserError(f"config.json has an unknown key {name!r}")
+            raise UserError(f"{source} has an unknown key {name!r}")
         cur = getattr(obj, k)
         if dataclasses.is_dataclass(cur):
-            _load_into(cur, v, name)
+            _load_into(cur, v, name, source)
         else:
-            tp = _field_type(obj, fields[k])
-            if typing.get_origin(tp) is tuple and isinstance(v, list):
-                v = tuple(v)
-            setattr(obj, k, v)
+            setattr(obj, k, check_json_value(v, _field_type(obj, fields[k]), name, source))
+
+
+def check_json_value(v: Any, tp: Any, name: str, source: str = "config.json") -> Any:
+    """A value read from config.json, checked against the field's type (JSON lists become tuples where declared)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return None if v is None else check_json_value(v, args[0], name, source)
+    if origin in (tuple, list):
+        if not isinstance(v, list):
+            raise UserError(f"{source}: {name} should be a list, got {_short(v)}")
+        args = typing.get_args(tp)
+        items = [check_json_value(x, args[0] if args else Any, name, source) for x in v]
+        return tuple(items) if origin is tuple else items
+    ok = {bool: lambda x: isinstance(x, bool),
+          int: lambda x: isinstance(x, int) and not isinstance(x, bool),
+          float: lambda x: isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x),
+          str: lambda x: isinstance(x, str)}
+    if tp in ok and not ok[tp](v):
+        raise UserError(f"{source}: {name} should be {tp.__name__}, got {_short(v)}")
+    return float(v) if tp is float else v
+
+
+def _short(v: Any, limit: int = 60) -> str:
+    r = repr(v)
+    return r if len(r) <= limit else r[:limit] + "..."

@@ -45,12 +45,29 @@ def check_run_dir(out: Path, *, resume: bool, overwrite: bool) -> None:
         if not holds_run:
             raise UserError(f"cannot resume: {out} holds no run (no config.json)")
         return
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and any(not _is_leftover(p) for p in out.iterdir()):
         if overwrite and not holds_run:
             raise UserError(f"{out} holds files but no unigen run (no config.json); refusing to delete them")
         if not overwrite:
             what = "a run" if holds_run else "files"
             raise UserError(f"{out} already holds {what}; pass --resume to continue it or --overwrite to replace it")
+
+
+def _is_leftover(p: Path) -> bool:
+    """A temp file of an atomic write killed before its rename (`.NAME.xxxx.tmp`): not user data."""
+    return p.is_file() and p.name.startswith(".") and p.name.endswith(".tmp")
+
+
+def check_resumable(saved: Config, cfg: Config, out: Path) -> None:
+    """Resuming may change training settings (steps, logging, ...), not what the weights and data are."""
+    if saved.preset != cfg.preset or saved.task != cfg.task:
+        raise UserError(f"{out} holds a run of preset {saved.preset!r}, not {cfg.preset!r}")
+    old, new = saved.to_dict(), cfg.to_dict()
+    for section in ("model", "data"):
+        for k in old[section]:
+            if old[section][k] != new[section].get(k):
+                raise UserError(f"cannot resume {out} with {section}.{k}={new[section].get(k)!r}: "
+                                f"the run was trained with {old[section][k]!r}")
 
 
 def read_config(run_dir: Path) -> Config:
@@ -59,16 +76,21 @@ def read_config(run_dir: Path) -> Config:
     if not run_dir.is_dir():
         raise UserError(f"run directory {run_dir} does not exist")
     try:
-        d = json.loads(path.read_text())
+        d = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"{run_dir} is not a run directory (no config.json)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{path} is not valid JSON: {e}") from None
-    if not isinstance(d, dict) or "task" not in d:
+    except OSError as e:
+        raise UserError(f"{path} cannot be read: {e.strerror}") from None
+    if not isinstance(d, dict) or not isinstance(d.get("task"), str):
         raise UserError(f"{path} is not a unigen config (no 'task' key)")
     task = get_task(d["task"])
-    cfg = Config.from_dict(d, task.model_config)
-    validate(cfg)
+    cfg = Config.from_dict(d, task.model_config, source=str(path))
+    try:
+        validate(cfg)
+    except UserError as e:
+        raise UserError(f"{path}: {e}") from None
     return cfg
 
 
@@ -80,13 +102,14 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, overwrite: bool
 
     validate(cfg)
     task = get_task(cfg.task)
+    if cfg.sample.sampler and cfg.sample.sampler not in task.samplers:  # caught now, not after hours of training
+        raise UserError(f"sample.sampler={cfg.sample.sampler!r} is not a sampler of {cfg.task}; "
+                        f"known: {', '.join(task.samplers) or 'none'}")
     out = Path(out)
     acc = make_accelerator()
     check_run_dir(out, resume=resume, overwrite=overwrite)
     if resume:
-        saved = read_config(out)
-        if saved.preset != cfg.preset or saved.task != cfg.task:
-            raise UserError(f"{out} holds a run of preset {saved.preset!r}, not {cfg.preset!r}")
+        check_resumable(read_config(out), cfg, out)
     data = load_data(cfg.data, "train")
     torch.manual_seed(cfg.train.seed)
     model = task.build(cfg, data.info)
@@ -120,9 +143,11 @@ def load(run_dir: str | Path, *, ema: bool = True, device: str | torch.device = 
     cfg = read_config(run_dir)
     task = get_task(cfg.task)
     try:
-        info = json.loads((run_dir / "data_info.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError) as e:
+        info = json.loads((run_dir / "data_info.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # missing, unreadable, not UTF-8, not JSON
         raise UserError(f"{run_dir}/data_info.json is missing or corrupt: {e}") from None
+    if not isinstance(info, dict):
+        raise UserError(f"{run_dir}/data_info.json is corrupt: expected a JSON object")
     model = task.build(cfg, _untuple(info))
     weights = run_dir / "ema.safetensors"
     if not (ema and weights.exists()):

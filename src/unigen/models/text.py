@@ -146,6 +146,9 @@ class TextTransformer(nn.Module):
         if ids.dim() != 2 or ids.dtype not in (torch.long, torch.int32, torch.int64):
             raise UserError(f"ids must be an integer tensor of shape (B, T), got {tuple(ids.shape)} {ids.dtype}")
         B, T = ids.shape
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= cfg.vocab_size):
+            bad = int(ids.min()) if int(ids.min()) < 0 else int(ids.max())
+            raise UserError(f"token id {bad} is outside the model's vocabulary 0..{cfg.vocab_size - 1}")
         if cache is not None and len(cache) != cfg.depth:
             raise UserError(f"cache has {len(cache)} layers, the model has {cfg.depth}")
         if positions is None:

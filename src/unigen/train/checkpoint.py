@@ -9,8 +9,11 @@ Layout of one checkpoint (a folder under RUN/checkpoints/):
     step_000120/state.json             step, optimizer hyper-parameters, sizes and SHA-256 of every file above
 
 A checkpoint is first written to a hidden temp folder, every file fsync'ed, `state.json` last, then the folder is
-renamed into place (atomic on POSIX) and the parent folder fsync'ed. `state.json` carries a manifest, so a
-truncated or altered file is detected at load time with a message naming it.
+renamed into place (atomic on POSIX) and the parent folder fsync'ed; old checkpoints leave by a rename to a hidden
+name before they are deleted. So a kill at any instant leaves every `step_*` folder complete or absent.
+`state.json` carries a manifest, so a truncated or altered file is detected at load time with a message naming it;
+resume then falls back to the newest intact checkpoint (see `resumable_checkpoint`) and renames the damaged ones
+to `damaged-step_*`, with a warning. No file is ever unpickled: tensors are safetensors, everything else JSON.
 """
 from __future__ import annotations
 
@@ -109,18 +112,23 @@ def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 def load_weights_into(module: torch.nn.Module, path: Path) -> None:
     """Load a state dict from safetensors into `module`; a file from another model is a UserError."""
-    sd = load_safetensors(path)
+    load_state_into(module, load_safetensors(path), path)
+
+
+def load_state_into(module: torch.nn.Module, sd: dict[str, torch.Tensor], source: str | Path) -> None:
+    """`module.load_state_dict(sd)`, but keys, shapes or dtypes that differ are a UserError naming `source`."""
     own = module.state_dict()
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))
     if missing or unexpected:
-        raise UserError(f"{path} does not match this model: {len(missing)} missing keys (e.g. {missing[:3]}), "
+        raise UserError(f"{source} does not match this model: {len(missing)} missing keys (e.g. {missing[:3]}), "
                         f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})")
-    bad = [k for k in own if own[k].shape != sd[k].shape]
-    if bad:
-        k = bad[0]
-        raise UserError(f"{path} does not match this model: {k} has shape {tuple(sd[k].shape)}, "
-                        f"expected {tuple(own[k].shape)}")
+    for k in own:
+        if own[k].shape != sd[k].shape:
+            raise UserError(f"{source} does not match this model: {k} has shape {tuple(sd[k].shape)}, "
+                            f"expected {tuple(own[k].shape)}")
+        if own[k].is_floating_point() != sd[k].is_floating_point():
+            raise UserError(f"{source} does not match this model: {k} has dtype {sd[k].dtype}, expected {own[k].dtype}")
     module.load_state_dict(sd)
 
 
@@ -153,13 +161,19 @@ def checkpoint_dirs(run_dir: Path) -> list[Path]:
     root = Path(run_dir) / "checkpoints"
     if not root.is_dir():
         return []
-    dirs = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(STEP_PREFIX)]
+    dirs = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(STEP_PREFIX)
+            and p.name[len(STEP_PREFIX):].isascii() and p.name[len(STEP_PREFIX):].isdigit()]
     return sorted(dirs, key=lambda p: int(p.name[len(STEP_PREFIX):]))
 
 
 def save_checkpoint(run_dir: Path, step: int, files: dict[str, dict[str, torch.Tensor]], state: dict,
                     keep_last: int) -> Path:
-    """Write `files` (name -> tensors, saved as NAME.safetensors) and `state` (JSON) as checkpoint `step`."""
+    """Write `files` (name -> tensors, saved as NAME.safetensors) and `state` (JSON) as checkpoint `step`.
+
+    Every change to `checkpoints/` is a rename, so a kill at any instant leaves each `step_*` folder either
+    complete or absent: the new one is built in a hidden temp folder; a folder being replaced or pruned is first
+    renamed to a hidden trash name and only then deleted. Hidden leftovers of killed saves are removed here.
+    """
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{STEP_PREFIX}{step:07d}"
@@ -174,18 +188,35 @@ def save_checkpoint(run_dir: Path, step: int, files: dict[str, dict[str, torch.T
             manifest[p.name] = {"bytes": p.stat().st_size, "sha256": sha256(p)}
         atomic_write_json(tmp / "state.json", {"format": FORMAT, "step": step, "files": manifest, **state})
         fsync_dir(tmp)
-        if final.exists():  # the same step saved again (e.g. after a resume): replace it
-            shutil.rmtree(final)
+        if final.exists():  # the same step saved again (e.g. after a resume): move the old one aside first
+            _trash(final)
         os.rename(tmp, final)
         fsync_dir(root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     for old in checkpoint_dirs(run_dir)[:-keep_last]:
-        shutil.rmtree(old, ignore_errors=True)
-    for stale in root.glob(".tmp-*"):  # leftovers of saves killed midway
-        shutil.rmtree(stale, ignore_errors=True)
+        _trash(old)
+    remove_leftovers(run_dir)
     return final
+
+
+def remove_leftovers(run_dir: Path) -> None:
+    """Delete what killed saves leave behind: hidden temp and trash folders in checkpoints/ and the temp files
+    (`.NAME.xxxx.tmp`) of atomic writes in the run directory. Only the writing process may call this."""
+    root = Path(run_dir) / "checkpoints"
+    for stale in list(root.glob(".tmp-*")) + list(root.glob(".trash-*")):
+        shutil.rmtree(stale, ignore_errors=True)
+    for stale in Path(run_dir).glob(".*.tmp"):
+        if stale.is_file():
+            stale.unlink(missing_ok=True)
+
+
+def _trash(folder: Path) -> None:
+    """Take `folder` out of the checkpoint list in one rename; the hidden copy is deleted by the next save."""
+    dest = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".trash-{folder.name}-"))
+    os.rename(folder, dest / folder.name)
+    fsync_dir(folder.parent)
 
 
 def read_checkpoint(ckpt: Path) -> tuple[dict, dict[str, dict[str, torch.Tensor]]]:
@@ -193,15 +224,23 @@ def read_checkpoint(ckpt: Path) -> tuple[dict, dict[str, dict[str, torch.Tensor]
     ckpt = Path(ckpt)
     state_path = ckpt / "state.json"
     try:
-        state = json.loads(state_path.read_text())
+        state = json.loads(state_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"checkpoint {ckpt} has no state.json (incomplete save?)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"checkpoint {state_path} is not valid JSON: {e}") from None
+    except OSError as e:
+        raise UserError(f"checkpoint {state_path} cannot be read: {e.strerror}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise UserError(f"{ckpt} is not a unigen checkpoint (format {state.get('format') if isinstance(state, dict) else None!r})")
+        fmt = state.get("format") if isinstance(state, dict) else None
+        raise UserError(f"{ckpt} is not a unigen checkpoint (format {fmt!r}, expected {FORMAT!r})")
+    manifest = state.get("files")
+    if not isinstance(state.get("step"), int) or not isinstance(manifest, dict) or not all(
+            isinstance(m, dict) and isinstance(m.get("bytes"), int) and isinstance(m.get("sha256"), str)
+            and isinstance(f, str) and "/" not in f and f.endswith(".safetensors") for f, m in manifest.items()):
+        raise UserError(f"checkpoint {state_path} is malformed (no step or no valid file manifest)")
     files = {}
-    for fname, meta in state["files"].items():
+    for fname, meta in manifest.items():
         p = ckpt / fname
         if not p.is_file():
             raise UserError(f"checkpoint file {p} is missing")
@@ -209,6 +248,31 @@ def read_checkpoint(ckpt: Path) -> tuple[dict, dict[str, dict[str, torch.Tensor]
             raise UserError(f"checkpoint file {p} is truncated or altered (size/SHA-256 differ from state.json)")
         files[fname.removesuffix(".safetensors")] = load_safetensors(p)
     return state, files
+
+
+def resumable_checkpoint(run_dir: Path) -> tuple[Path | None, dict, dict, list[tuple[Path, str]]]:
+    """The newest checkpoint of `run_dir` that passes `read_checkpoint`, with its state and tensors, and the
+    newer ones that failed as (folder, reason). Read-only. (None, {}, {}, damaged) when none is intact."""
+    damaged = []
+    for d in reversed(checkpoint_dirs(run_dir)):
+        try:
+            state, files = read_checkpoint(d)
+        except UserError as e:
+            damaged.append((d, str(e)))
+            continue
+        return d, state, files, damaged
+    return None, {}, {}, damaged
+
+
+def set_aside(folder: Path) -> Path:
+    """Rename a damaged checkpoint to `damaged-step_*` so resume and pruning ignore it; it is kept for inspection."""
+    dest = folder.with_name(f"damaged-{folder.name}")
+    n = 1
+    while dest.exists():
+        dest, n = folder.with_name(f"damaged{n}-{folder.name}"), n + 1
+    os.rename(folder, dest)
+    fsync_dir(folder.parent)
+    return dest
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

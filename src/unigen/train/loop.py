@@ -16,6 +16,7 @@ import contextlib
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,8 +124,8 @@ def fit(model: nn.Module, loss_fn: LossFn, data, cfg: TrainConfig, run_dir: str 
     torch.manual_seed(cfg.seed * 7919 + 104_729 * (rank + 1))  # training noise stream of this rank
 
     start, skipped = 0, 0
-    if resume and run_dir is not None and ckpt.latest_checkpoint(run_dir) is not None:
-        start, skipped = _restore(ckpt.latest_checkpoint(run_dir), raw_model, optimizer, ema, rank, world)
+    if resume and run_dir is not None:
+        start, skipped = _resume(acc, run_dir, raw_model, optimizer, ema)
     if main and run_dir is not None:
         _truncate_metrics(run_dir / "metrics.jsonl", start)
     logger = _Logger(run_dir if main else None)
@@ -188,6 +189,8 @@ def fit(model: nn.Module, loss_fn: LossFn, data, cfg: TrainConfig, run_dir: str 
             _run_hook(acc, lambda: on_sample(eval_model, done), model)
         if run_dir is not None and (done % cfg.ckpt_every == 0 or done == cfg.steps):
             _save(acc, run_dir, done, raw_model, optimizer, ema, skipped, cfg)
+    if run_dir is not None and start >= cfg.steps and main:  # resumed a finished run: a kill may have cut
+        _write_weights(run_dir, raw_model, ema)              # the final weights files after the last checkpoint
     progress.close()
     logger.close()
     result.step, result.skipped = max(start, cfg.steps), skipped
@@ -220,20 +223,49 @@ def _save(acc, run_dir: Path, step: int, raw_model, optimizer, ema, skipped: int
         if torch.cuda.is_available():
             files["rng"]["cuda"] = torch.cuda.get_rng_state()
         ckpt.save_checkpoint(run_dir, step, files, state, cfg.keep_last)
-        ckpt.atomic_save_safetensors(raw_model.state_dict(), run_dir / "model.safetensors")
-        if ema is not None:
-            ckpt.atomic_save_safetensors(ema.module.state_dict(), run_dir / "ema.safetensors")
+        _write_weights(run_dir, raw_model, ema)
     acc.wait_for_everyone()
 
 
-def _restore(path: Path, raw_model, optimizer, ema, rank: int, world: int) -> tuple[int, int]:
-    state, files = ckpt.read_checkpoint(path)
-    raw_model.load_state_dict(files["model"])
+def _write_weights(run_dir: Path, raw_model, ema) -> None:
+    """RUN/model.safetensors and RUN/ema.safetensors: the latest weights, what `unigen.load` reads."""
+    ckpt.atomic_save_safetensors(raw_model.state_dict(), run_dir / "model.safetensors")
+    if ema is not None:
+        ckpt.atomic_save_safetensors(ema.module.state_dict(), run_dir / "ema.safetensors")
+
+
+def _resume(acc, run_dir: Path, raw_model, optimizer, ema) -> tuple[int, int]:
+    """Restore the newest intact checkpoint; returns (step, skipped). No checkpoint yet: start at step 0.
+
+    A damaged newer checkpoint (truncated or altered file) is renamed to `damaged-step_*` with a warning naming
+    the problem, and training resumes from the previous intact one. If none is intact it is a UserError.
+    """
+    path, state, files, damaged = ckpt.resumable_checkpoint(run_dir)
+    if path is None and damaged:
+        raise UserError(f"cannot resume: no intact checkpoint in {run_dir / 'checkpoints'} ({damaged[0][1]}); "
+                        "pass --overwrite to start again")
+    acc.wait_for_everyone()  # every process has read its checkpoint before the main one renames damaged ones
+    if acc.is_main_process:
+        for folder, why in damaged:
+            dest = ckpt.set_aside(folder)
+            _warn(f"{why}; renamed it to {dest.name} and resuming from {path.name}")
+        ckpt.remove_leftovers(run_dir)
+    acc.wait_for_everyone()
+    if path is None:
+        return 0, 0
+    try:
+        return _restore(path, state, files, raw_model, optimizer, ema, acc.process_index, acc.num_processes)
+    except (KeyError, ValueError, TypeError) as e:
+        raise UserError(f"checkpoint {path} does not fit this run: {' '.join(str(e).split())}") from None
+
+
+def _restore(path: Path, state: dict, files: dict, raw_model, optimizer, ema, rank: int, world: int) -> tuple[int, int]:
+    ckpt.load_state_into(raw_model, files["model"], f"{path}/model.safetensors")
     optimizer.load_state_dict(ckpt.optimizer_from_flat(files["optimizer"], state["optimizer"]))
     if ema is not None:
         if "ema" not in files:
             raise UserError(f"{path} has no EMA weights but train.ema_decay > 0")
-        ema.module.load_state_dict(files["ema"])
+        ckpt.load_state_into(ema.module, files["ema"], f"{path}/ema.safetensors")
         ema.updates = state["ema_updates"]
     rng = files["rng"]["cpu"]
     if state["world_size"] == world:
@@ -243,6 +275,11 @@ def _restore(path: Path, raw_model, optimizer, ema, rank: int, world: int) -> tu
     else:  # a different number of processes cannot replay the same noise; continue deterministically
         torch.manual_seed(int(state["step"]) * 1_000_003 + rank)
     return int(state["step"]), int(state.get("skipped", 0))
+
+
+def _warn(msg: str) -> None:
+    from tqdm import tqdm
+    tqdm.write(f"warning: {msg}", file=sys.stderr)
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
@@ -284,8 +321,7 @@ class _Logger:
 
     def warn(self, msg: str) -> None:
         if self.file is not None:
-            from tqdm import tqdm
-            tqdm.write(f"warning: {msg}")
+            _warn(msg)
 
     def close(self) -> None:
         if self.file is not None:
