@@ -45,11 +45,13 @@ def ar_nll(logits_fn: Callable[[Tensor], Tensor], x: Tensor, mask_id: int | None
 @torch.no_grad()
 def sample_ar(model, x: Tensor, *, mask_id: int, temperature: float = 1.0, top_k: int | None = None,
               use_cache: bool = True, eos_id: int | None = None,
-              generator: torch.Generator | None = None) -> tuple[Tensor, dict]:
+              generator: torch.Generator | None = None,
+              callback: Callable[[Tensor], None] | None = None) -> tuple[Tensor, dict]:
     """Left-to-right decoding of a canvas x (B, L): tokens equal to `mask_id` are generated from the first such
     column on (temperature 0 = greedy, optional top-k); other tokens are kept and fed back. use_cache: prefill the
     prompt once, then one token per call through the KV cache; use_cache=False recomputes the prefix each step.
-    eos_id: stop once every row has generated an EOS (stats["lengths"]: up to and including it)."""
+    eos_id: stop once every row has generated an EOS (stats["lengths"]: up to and including it).
+    callback(x) is called with the canvas after every generated token."""
     B, L = x.shape
     cols = (x == mask_id).any(dim=0).nonzero()
     if len(cols) == 0:
@@ -66,6 +68,8 @@ def sample_ar(model, x: Tensor, *, mask_id: int, temperature: float = 1.0, top_k
             logits[:, mask_id] = float("-inf")
         nxt = sample_logits(logits, temperature, top_k, generator)  # (B,)
         x[:, i] = torch.where(x[:, i] == mask_id, nxt, x[:, i])
+        if callback is not None:
+            callback(x)
         if i + 1 == L or (eos_id is not None and bool((x[:, start:i + 1] == eos_id).any(dim=1).all())):
             end = i + 1
             break

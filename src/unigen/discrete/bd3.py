@@ -110,7 +110,7 @@ def bd3_nelbo(model, x0: Tensor, *, block_size: int, mask_id: int, n_samples: in
 @torch.no_grad()
 def sample_bd3(model, x: Tensor, *, steps: int, mask_id: int, block_size: int, use_cache: bool = True,
                time_cond: bool = False, eos_id: int | None = None, reuse_logits: bool = True,
-               generator: torch.Generator | None = None) -> tuple[Tensor, dict]:
+               generator: torch.Generator | None = None, callback=None) -> tuple[Tensor, dict]:
     """BD3-LM semi-autoregressive sampler (Arriola et al. 2025, Alg. 2): blocks left to right, each denoised by
     `steps` MDLM ancestral steps under alpha_t = 1 - t (t: 1 -> 0), conditioned on the finished prefix.
 
@@ -120,6 +120,7 @@ def sample_bd3(model, x: Tensor, *, steps: int, mask_id: int, block_size: int, u
     committing) and a finished block is committed by running it clean once. use_cache=False recomputes the
     whole prefix every call (the reference). eos_id: stop after the first block in which every row has produced
     an EOS; stats["lengths"] gives each row's length up to and including its first generated EOS.
+    callback(x) is called with the whole canvas (B, L) after every denoising step.
     """
     B, L = x.shape
     _check_blocks(L, block_size)
@@ -138,8 +139,10 @@ def sample_bd3(model, x: Tensor, *, steps: int, mask_id: int, block_size: int, u
     for lo in range(hi, L, block_size):
         hi = lo + block_size
         logits_fn = partial(_block_logits, model, x[:, :lo], cache=cache, time_cond=time_cond, block_size=block_size)
+        on_step = None if callback is None else partial(_whole_canvas, callback, x, lo)
         block, stats = sample_mdlm(logits_fn, x[:, lo:hi], steps=steps, mask_id=mask_id, noise=_LINEAR,
-                                   reuse_logits=reuse_logits, generator=generator)  # (B, block_size)
+                                   reuse_logits=reuse_logits, generator=generator,
+                                   callback=on_step)  # (B, block_size)
         x[:, lo:hi] = block
         nfe, calls = nfe + stats["nfe"], calls + stats["nfe"]
         if hi == L or (eos_id is not None and bool((x[:, gen_start:hi] == eos_id).any(dim=1).all())):
@@ -168,6 +171,11 @@ def _block_logits(model, prefix: Tensor, block: Tensor, t: Tensor, *, cache, tim
         level = torch.cat([torch.zeros(B, lo, device=dev), level], dim=1)  # (B, lo + n): clean prefix at t = 0
     return model(torch.cat([prefix, block], dim=1), level, mask=block_causal(lo + n, block_size, dev),
                  positions=torch.arange(lo + n, device=dev))[:, lo:]  # (B, n, V+1)
+
+
+def _whole_canvas(callback, x: Tensor, lo: int, block: Tensor) -> None:
+    """Show a block's denoising step in the whole canvas x (B, L) (x itself is not changed)."""
+    callback(torch.cat([x[:, :lo], block, x[:, lo + block.shape[1]:]], dim=1))  # (B, L)
 
 
 def _full(n: int, s: int, device) -> Tensor:

@@ -119,13 +119,15 @@ def posterior_probs(p_x0: Tensor, x_t: Tensor, alpha_t: Tensor, alpha_s: Tensor,
 
 @torch.no_grad()
 def sample_mdlm(logits_fn: LogitsFn, x: Tensor, *, steps: int, mask_id: int, noise=N.loglinear, cond: str = "t",
-                reuse_logits: bool = True, generator: torch.Generator | None = None) -> tuple[Tensor, dict]:
+                reuse_logits: bool = True, generator: torch.Generator | None = None,
+                callback: Callable[[Tensor], None] | None = None) -> tuple[Tensor, dict]:
     """MDLM ancestral sampler (Sahoo et al. 2024, sec. 3; their `ddpm_cache` sampler): on the grid t_i = 1 - i/steps
     draw x_s ~ q(x_s | x_t, x_0 = p_theta(x_t)); the last step (s = 0, alpha_s = 1) unmasks everything. x is a
     canvas (B, L): `mask_id` where to generate, other tokens are kept (SUBS carry-over). Returns (x, {"nfe"}).
 
     reuse_logits: while x does not change between steps the previous p_theta is reused (no network call), which
     is exact only for a denoiser that ignores t (MDLM caches only without time conditioning).
+    callback(x) is called with the canvas after every step (e.g. to show the unmasking).
     """
     check_canvas(x, mask_id)
     if steps <= 0:
@@ -145,6 +147,8 @@ def sample_mdlm(logits_fn: LogitsFn, x: Tensor, *, steps: int, mask_id: int, noi
         if not reuse_logits or not torch.equal(x_new, x):
             p_x0 = None
         x = x_new
+        if callback is not None:
+            callback(x)
     return x, {"nfe": nfe}
 
 

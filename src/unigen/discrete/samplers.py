@@ -15,6 +15,7 @@ and leaves no mask token. The mask logit is always forced to -inf before samplin
 from __future__ import annotations
 
 from functools import partial
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -51,7 +52,8 @@ def guided_logits(logits_fn: LogitsFn, x: Tensor, t: Tensor | None, prompt: Tens
 @torch.no_grad()
 def sample_llada(logits_fn: LogitsFn, x: Tensor, *, steps: int, mask_id: int, block_length: int | None = None,
                  temperature: float = 0.0, remasking: str = "low_confidence", cfg_scale: float = 0.0,
-                 threshold: float | None = None, generator: torch.Generator | None = None) -> tuple[Tensor, dict]:
+                 threshold: float | None = None, generator: torch.Generator | None = None,
+                 callback: Callable[[Tensor], None] | None = None) -> tuple[Tensor, dict]:
     """LLaDA reverse process (Nie et al. 2025, generate.py): predict x_0 for every masked token (Gumbel-max at
     `temperature` in float64), then keep the `num_transfer_tokens` most confident ("low_confidence") or random
     ("random") ones and leave the rest masked; semi-autoregressive when block_length < the generated span.
@@ -60,7 +62,8 @@ def sample_llada(logits_fn: LogitsFn, x: Tensor, *, steps: int, mask_id: int, bl
     (default: one block) and `steps` is shared evenly among the blocks. threshold (Fast-dLLM's confidence-aware
     parallel decoding, Wu et al. 2025): instead of a fixed count, keep every masked token of the block whose
     confidence exceeds it, and at least the most confident one, until the block is full (`steps` is then unused).
-    logits_fn gets t = the fraction of each row's generated tokens that are still masked.
+    logits_fn gets t = the fraction of each row's generated tokens that are still masked. callback(x) is called
+    with the canvas after every step.
     """
     check_canvas(x, mask_id)
     if remasking not in ("low_confidence", "random"):
@@ -97,6 +100,8 @@ def sample_llada(logits_fn: LogitsFn, x: Tensor, *, steps: int, mask_id: int, bl
             conf[:, hi:] = float("-inf")
             x = torch.where(_select(conf, None if k is None else k[:, i], threshold), x0, x)
             i += 1
+            if callback is not None:
+                callback(x)
     return x, {"nfe": nfe}
 
 

@@ -147,7 +147,8 @@ def tweedie_probs(x_t: Tensor, score: Tensor, dsigma: Tensor, graph: str, mask_i
 @torch.no_grad()
 def sample_sedd_euler(score_fn: ScoreFn, x: Tensor, **kw) -> tuple[Tensor, dict]:
     """SEDD Euler (tau-leaping) sampler (Lou et al. 2024, sec. 4): x_{t-dt} ~ delta_x + dt sigma'(t) R_t(x, .).
-    Keywords: steps, graph, mask_id, n_states, noise, eps, denoise, prompt_mask, generator (see `_sample_sedd`)."""
+    Keywords: steps, graph, mask_id, n_states, noise, eps, denoise, prompt_mask, generator, callback (see
+    `_sample_sedd`)."""
     return _sample_sedd(score_fn, x, predictor="euler", **kw)
 
 
@@ -162,11 +163,13 @@ def sample_sedd_analytic(score_fn: ScoreFn, x: Tensor, **kw) -> tuple[Tensor, di
 def _sample_sedd(score_fn: ScoreFn, x: Tensor, *, steps: int, predictor: str, graph: str = "absorb",
                  mask_id: int | None = None, n_states: int | None = None, noise: Callable = N.loglinear,
                  eps: float = 1e-5, denoise: bool = True, prompt_mask: Tensor | None = None,
-                 generator: torch.Generator | None = None) -> tuple[Tensor, dict]:
+                 generator: torch.Generator | None = None,
+                 callback: Callable[[Tensor], None] | None = None) -> tuple[Tensor, dict]:
     """SEDD's predictor loop from t = 1 to eps, then an analytic denoising step at eps (mask probability zeroed).
 
     x (B, L): absorbing: mask_id where to generate, other tokens are kept; uniform: tokens outside `prompt_mask`
     are first redrawn from the uniform limit (n_states, default mask_id + 1). score_fn gets sigma (B,).
+    callback(x) is called with the current tokens after every step.
     """
     graph = _check_graph(graph, mask_id)
     if steps <= 0:
@@ -194,6 +197,8 @@ def _sample_sedd(score_fn: ScoreFn, x: Tensor, *, steps: int, predictor: str, gr
             probs = tweedie_probs(x, scores(x, sigma), sigma - noise(ts[i + 1])[0], graph, mask_id)
         x = sample_categorical(probs.clamp(min=0), generator)  # (B, L)
         x = x if fixed is None else torch.where(fixed, x0, x)
+        if callback is not None:
+            callback(x)
     if denoise:  # Tweedie step from sigma(eps) to 0, never to the mask
         sigma = noise(ts[-1])[0]
         probs = tweedie_probs(x, scores(x, sigma), sigma, graph, mask_id)
@@ -201,6 +206,8 @@ def _sample_sedd(score_fn: ScoreFn, x: Tensor, *, steps: int, predictor: str, gr
             probs[..., mask_id] = 0.0
         x = sample_categorical(probs.clamp(min=0), generator)
         x = x if fixed is None else torch.where(fixed, x0, x)
+        if callback is not None:
+            callback(x)
     return x, {"nfe": steps + int(denoise)}
 
 

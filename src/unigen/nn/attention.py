@@ -14,6 +14,10 @@ KV cache protocol (inference only, under torch.no_grad):
     attn(x_block, cache=cache)                    # ... any number of times (block diffusion denoising steps)
     cache.commit = True; attn(x_block_final, cache=cache)   # the committing call overwrites the same slots
 `is_causal=True` with a cache aligns the causal mask bottom-right: query i sees keys <= length + i.
+
+Kernel choice (measured in BENCHMARKS.md): torch's fused CPU attention is the fastest in float32 and at inference,
+but its bf16 backward is 2.5-5x slower than two bf16 matmuls and a softmax for up to 256 keys, so reduced-precision
+training on the CPU with S <= MATMUL_ATTN_MAX_KEYS takes `attention_matmul`, the same function written out.
 """
 from __future__ import annotations
 
@@ -60,6 +64,42 @@ def combine_masks(*masks: Tensor | None) -> Tensor | None:
         if m is not None:
             out = m if out is None else out & m
     return out
+
+
+# ----------------------------------------------------------------------------------------------- kernels
+MATMUL_ATTN_MAX_KEYS = 256  # above this the fused kernel's O(S) memory wins over the S x S score matrix (bf16)
+
+
+def attention_matmul(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, bias: Tensor | None = None, *,
+                     dropout_p: float = 0.0) -> Tensor:
+    """softmax(Q K^T / sqrt(D) + bias, masked) V (Vaswani et al. 2017, eq. 1) as explicit matmuls.
+
+    q (B, H, T, D); k, v (B, H_kv, S, D) with query head h reading key/value head h // (H / H_kv); mask bool
+    (True = may attend) and bias float, each broadcastable to (B, H, T, S). A row with no allowed key returns
+    zeros, as the fused kernel does.
+    """
+    H, Hkv = q.shape[1], k.shape[1]
+    if Hkv != H:
+        k, v = k.repeat_interleave(H // Hkv, dim=1), v.repeat_interleave(H // Hkv, dim=1)  # (B, H, S, D)
+    scores = torch.matmul(q, k.transpose(-1, -2)) * q.shape[-1] ** -0.5  # (B, H, T, S)
+    if bias is not None:
+        scores = scores + bias.to(scores.dtype)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    p = torch.softmax(scores, dim=-1)  # (B, H, T, S)
+    if mask is not None:
+        dead = ~mask.any(dim=-1, keepdim=True)  # rows with no allowed key: softmax gave NaN
+        if bool(dead.any()):
+            p = p.masked_fill(dead, 0.0)
+    if dropout_p > 0:
+        p = F.dropout(p, dropout_p)
+    return torch.matmul(p, v)  # (B, H, T, D)
+
+
+def _use_matmul(q: Tensor, k: Tensor) -> bool:
+    """Reduced-precision training on the CPU over few keys: see the module docstring."""
+    return (q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16) and torch.is_grad_enabled()
+            and (q.requires_grad or k.requires_grad) and k.shape[2] <= MATMUL_ATTN_MAX_KEYS)
 
 
 # ----------------------------------------------------------------------------------------------- KV cache
@@ -173,15 +213,19 @@ class Attention(nn.Module):
             q, k = apply_rope(q, cos, sin, layout), apply_rope(k, cos, sin, layout)
         if cache is not None:
             k, v = cache.update(k, v)  # (B, H_kv, S, D)
+        dropout_p = self.dropout if self.training else 0.0
+        matmul = _use_matmul(q, k)
         # without a cache S == T, and SDPA's own (top-left aligned) causal flag is exact and fastest
-        sdpa_causal = is_causal and mask is None and attn_bias is None and cache is None
+        sdpa_causal = is_causal and mask is None and attn_bias is None and cache is None and not matmul
         if is_causal and not sdpa_causal:
             mask = combine_masks(mask, causal_mask(T, k.shape[2], device=x.device))
-        if attn_bias is not None:
-            bias = attn_bias.to(q.dtype)
-            mask = bias if mask is None else torch.where(mask, bias, float("-inf"))
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=sdpa_causal, dropout_p=self.dropout if self.training else 0.0,
-            enable_gqa=Hkv != H)  # (B, H, T, D)
+        if matmul:
+            y = attention_matmul(q, k, v, mask, attn_bias, dropout_p=dropout_p)  # (B, H, T, D)
+        else:
+            if attn_bias is not None:
+                bias = attn_bias.to(q.dtype)
+                mask = bias if mask is None else torch.where(mask, bias, float("-inf"))
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=sdpa_causal, dropout_p=dropout_p,
+                                               enable_gqa=Hkv != H)  # (B, H, T, D)
         y = y.transpose(1, 2).reshape(B, T, H * D)  # (B, T, H*D)
         return self.resid_dropout(self.proj(y))  # (B, T, C)
