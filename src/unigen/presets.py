@@ -8,14 +8,20 @@ from typing import Callable
 
 from unigen import classify
 from unigen.config import Config
+from unigen.diffusion import family as diffusion_family
+from unigen.discrete import family as discrete_family
 from unigen.errors import UserError
 
 TASKS = {
     "classify": classify.TASK,
+    "diffusion": diffusion_family.TASK,
+    **discrete_family.TASKS,
 }
 
 PRESETS: dict[str, Callable[[], Config]] = {
     **classify.PRESETS,
+    **diffusion_family.PRESETS,
+    **discrete_family.PRESETS,
 }
 
 
