@@ -46,6 +46,7 @@ class DiffusionModelConfig:
     width: int = 0                  # overrides the size's width (mlp width, dit dim, unet base_width); 0 = keep
     depth: int = 0                  # overrides the size's depth (mlp / dit blocks, unet res blocks); 0 = keep
     patch: int = 4                  # dit: patch side
+    attn: str = ""                  # unet: feature-map sides with self-attention, e.g. "7" or "14,7"; "" = UNet's default
     class_cond: bool = False        # condition on class labels, with a learned null label for guidance
     p_uncond: float = 0.1           # class_cond: label-dropout probability (Ho & Salimans 2022, Alg. 1)
     sigma_data: float = 0.5         # edm: data standard deviation (EDM Table 1)
@@ -148,6 +149,11 @@ def build_backbone(m: DiffusionModelConfig, shape: tuple[int, ...], num_classes:
     extra = {k: v for k, v in (("base_width", m.width), ("num_res_blocks", m.depth)) if v}
     if m.width:                                    # narrow UNets: attention heads and norm groups must divide it
         extra.update(head_dim=min(32, m.width), norm_groups=min(8, m.width))
+    if m.attn:
+        try:
+            extra["attn_resolutions"] = tuple(int(v) for v in m.attn.split(",") if v.strip())
+        except ValueError:
+            raise UserError(f"model.attn={m.attn!r} must be comma-separated feature-map sides, e.g. 7 or 14,7") from None
     return UNet(unet_config(m.size, image_size=h, channels=c, num_classes=num_classes, **extra))
 
 
@@ -376,26 +382,28 @@ def toy2d_fm() -> Config:
 
 
 def _mnist(method: str, preset: str, sampler: str, steps: int, **model) -> Config:
+    """A 0.3M-parameter UNet (base width 16; attention only at 7 x 7) trained 600 steps of batch 64 in bf16: the
+    size that gives recognisable digits in a few CPU minutes (convolutions learn strokes far sooner than a DiT)."""
     return Config(task="diffusion", preset=preset, data=DataConfig(name="mnist"),
-                  model=DiffusionModelConfig(method=method, backbone="dit", size="small", depth=4, patch=7,
+                  model=DiffusionModelConfig(method=method, backbone="unet", size="tiny", width=16, attn="7",
                                              **model),
-                  train=TrainConfig(steps=2000, batch_size=128, lr=2e-3, warmup_steps=100, ema_decay=0.999,
-                                    precision="bf16", ckpt_every=500, log_every=50),
+                  train=TrainConfig(steps=600, batch_size=64, lr=2e-3, warmup_steps=50, ema_decay=0.999,
+                                    precision="bf16", ckpt_every=300, log_every=50),
                   sample=SampleConfig(sampler=sampler, steps=steps, n=100))
 
 
 def mnist_ddpm() -> Config:
-    """DDPM (eps-prediction, linear betas) on MNIST with a small DiT; DDIM sampling, 50 steps."""
-    return _mnist("ddpm", "mnist-ddpm", "ddim", 50)
+    """DDPM (eps-prediction, linear betas) on MNIST with a small UNet; ancestral sampling, 100 steps."""
+    return _mnist("ddpm", "mnist-ddpm", "ddpm", 100)
 
 
 def mnist_edm() -> Config:
-    """EDM on MNIST with a small DiT; Heun, 18 steps (35 NFE)."""
+    """EDM on MNIST with a small UNet, recognisable digits in ~2-3 CPU minutes; Heun, 18 steps (35 NFE)."""
     return _mnist("edm", "mnist-edm", "heun", 18)
 
 
 def mnist_fm() -> Config:
-    """Flow matching on MNIST with a small DiT; midpoint, 18 steps (36 NFE)."""
+    """Flow matching on MNIST with a small UNet; midpoint, 18 steps (36 NFE)."""
     return _mnist("fm", "mnist-fm", "flow-midpoint", 18)
 
 

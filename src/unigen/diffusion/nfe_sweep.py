@@ -143,16 +143,16 @@ def steps_for(sampler: str, budget: int) -> int:
     return steps
 
 
-def sweep_plan(samplers: tuple[str, ...], budgets: tuple[int, ...]) -> list[tuple[str, int]]:
-    """(sampler, steps) pairs, one per budget, duplicates (the same steps for two budgets) dropped; budgets of
-    LONG_FROM NFE and more only for LONG_SAMPLERS."""
-    plan = []
+def sweep_plan(samplers: tuple[str, ...], budgets: tuple[int, ...]) -> list[tuple[str, int, tuple[int, ...]]]:
+    """(sampler, steps, budgets served) for every sampler and budget; budgets that give the same step count share
+    one entry. Budgets of LONG_FROM NFE and more go to LONG_SAMPLERS only."""
+    plan: dict[tuple[str, int], list[int]] = {}
     for s in samplers:
         if s in NFE and s not in SKIP:
             for b in budgets:
-                if (b < LONG_FROM or s in LONG_SAMPLERS) and (s, steps_for(s, b)) not in plan:
-                    plan.append((s, steps_for(s, b)))
-    return plan
+                if b < LONG_FROM or s in LONG_SAMPLERS:
+                    plan.setdefault((s, steps_for(s, b)), []).append(b)
+    return [(s, k, tuple(bs)) for (s, k), bs in plan.items()]
 
 
 def run_sweep(model, cfg: Config, out_dir: Path, *, quick: bool = False, budgets: tuple[int, ...] | None = None,
@@ -166,8 +166,8 @@ def run_sweep(model, cfg: Config, out_dir: Path, *, quick: bool = False, budgets
     scorer = make_scorer(model, cfg, quick=quick, n=n)
     precision = precision or cfg.train.precision
     rows = []
-    for sampler, steps in sweep_plan(samplers, budgets):
-        rows.append({"sampler": sampler, "steps": steps,
+    for sampler, steps, served in sweep_plan(samplers, budgets):
+        rows.append({"sampler": sampler, "steps": steps, "budgets": list(served),
                      **score(model, scorer, sampler=sampler, steps=steps, guidance=cfg.sample.guidance,
                              precision=precision)})
     out_dir = Path(out_dir)
@@ -189,19 +189,20 @@ def write_report(rows: list[dict], scorer: Scorer, cfg: Config, out_dir: Path, p
     meta = {"preset": cfg.preset, "metric": metric, "n": scorer.n, "seed": scorer.seed, "precision": precision,
             **scorer.baseline()}
     save_text(out_dir / "nfe_sweep.json", json.dumps({**meta, "rows": rows}, indent=2))
-    nfes = sorted({int(r["nfe"]) for r in rows})
+    budgets = sorted({b for r in rows for b in r["budgets"]})
     names = list(dict.fromkeys(r["sampler"] for r in rows))
-    cell = {(r["sampler"], int(r["nfe"])): r for r in rows}
+    cell = {(r["sampler"], b): r for r in rows for b in r["budgets"]}
     lines = [f"# {metric} against NFE: {cfg.preset}, {scorer.n} samples, seed {scorer.seed}, network in {precision}", "",
              f"Real held-out data at the same n: {metric} = {scorer.baseline()[metric + '_data']:.4g} (the floor).",
-             "`ddim` (eta = 0) is omitted: in EDM variables it is the same update as `euler`. Budgets above "
-             f"{LONG_FROM - 1} NFE are run for {', '.join(LONG_SAMPLERS)} only.", "",
-             "| sampler | " + " | ".join(f"NFE {k}" for k in nfes) + " |",
-             "|---|" + "---|" * len(nfes)]
+             "Each sampler gets the most steps whose NFE fits the budget; the NFE actually used is in brackets when "
+             "it is lower. `ddim` (eta = 0) is omitted: in EDM variables it is the same update as `euler`. Budgets "
+             f"above {LONG_FROM - 1} NFE are run for {', '.join(LONG_SAMPLERS)} only.", "",
+             "| sampler | " + " | ".join(f"NFE {b}" for b in budgets) + " |",
+             "|---|" + "---|" * len(budgets)]
     for s in names:
-        vals = [f"{cell[(s, k)][metric]:.4g}" if (s, k) in cell else "" for k in nfes]
+        vals = [_cell(cell.get((s, b)), b, metric) for b in budgets]
         lines.append(f"| {s} | " + " | ".join(vals) + " |")
-    for cap in (35, 1000):
+    for cap in sorted({35, max(int(r["nfe"]) for r in rows)}):
         ok = [r for r in rows if r["nfe"] <= cap and math.isfinite(r[metric])]
         if ok:
             b = min(ok, key=lambda r: r[metric])
@@ -209,6 +210,12 @@ def write_report(rows: list[dict], scorer: Scorer, cfg: Config, out_dir: Path, p
                          f"{metric} = {b[metric]:.4g}")
     save_text(out_dir / "nfe_sweep.md", "\n".join(lines) + "\n")
     _plot(rows, names, metric, out_dir / "nfe_sweep.png", scorer.baseline()[metric + "_data"])
+
+
+def _cell(r: dict | None, budget: int, metric: str) -> str:
+    if r is None:
+        return ""
+    return f"{r[metric]:.4g}" + (f" ({int(r['nfe'])})" if int(r["nfe"]) != budget else "")
 
 
 def _plot(rows: list[dict], names: list[str], metric: str, path: Path, floor: float) -> None:

@@ -155,7 +155,7 @@ def toy_experiment(out_dir: str | Path, *, toy: str = "moons", train_steps: int 
              f"Real data vs real data at the same n: swd = {results['swd_data']:.4f}", "",
              "| model | straightness S | SWD 1 step | SWD 2 steps | SWD 50 steps |", "|---|---|---|---|---|"]
     for name, r in results["models"].items():
-        lines.append(f"| {name} | {r['straightness']:.4f} | {r['swd@1']:.4f} | {r['swd@2']:.4f} | {r['swd@50']:.4f} |")
+        lines.append(f"| {name} | {r['straightness']:.3g} | {r['swd@1']:.4f} | {r['swd@2']:.4f} | {r['swd@50']:.4f} |")
     save_text(out / "rectified.md", "\n".join(lines) + "\n")
     return results
 
