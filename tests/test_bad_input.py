@@ -136,8 +136,11 @@ CASES = [
     ("block-not-dividing-length", ["train", "text-bd3-4", "--model.block_size=5", "--out", "{out}"],
      "model.block_size=5 must be positive and divide data.seq_len="),
     ("seq-len-too-long", ["train", TEXT, "--data.seq_len=100000", "--out", "{out}"], "too few for data.seq_len=100000"),
-    ("image-size-vs-dit-patch", ["train", "mnist-edm", "--data.name=digits", "--data.image_size=30", "--out", "{out}"],
+    ("image-size-vs-dit-patch", ["train", "mnist-edm", "--model.backbone=dit", "--data.name=digits", "--data.image_size=30",
+      "--out", "{out}"],
      "is not divisible by model.patch="),
+    ("image-size-vs-unet-levels", ["train", "mnist-edm", "--data.name=digits", "--data.image_size=30", "--out", "{out}"],
+     "image size 30 cannot be halved 2 times"),
     ("negative-image-size", ["train", "mlp-digits", "--data.image_size=-8"], "data.image_size must be >= 0"),
     # model settings a family checks
     ("unknown-arch", ["train", "mlp-digits", "--model.arch=cnn", "--out", "{out}"], "model.arch='cnn' is not one of"),
