@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unigen.errors import UserError
+from unigen.models.sizes import from_size
 from unigen.nn.activations import FeedForward
 from unigen.nn.attention import Attention
 from unigen.nn.embeddings import ClassEmbedding, NoiseLevelEmbedding, PatchEmbed, unpatchify
@@ -202,9 +203,4 @@ DIT_SIZES = {
 
 def dit_config(size: str = "tiny", **overrides) -> DiTConfig:
     """A `DiTConfig` from a size name in `DIT_SIZES`, then any field overrides."""
-    if size not in DIT_SIZES:
-        raise UserError(f"unknown DiT size {size!r}; choose one of: {', '.join(DIT_SIZES)}")
-    try:
-        return DiTConfig(**{**DIT_SIZES[size], **overrides})
-    except TypeError as e:
-        raise UserError(f"bad DiT config override: {e}") from None
+    return from_size(DiTConfig, DIT_SIZES, size, "DiT", **overrides)

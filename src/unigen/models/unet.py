@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unigen.errors import UserError
+from unigen.models.sizes import from_size
 from unigen.nn.attention import Attention
 from unigen.nn.embeddings import ClassEmbedding, NoiseLevelEmbedding
 
@@ -246,9 +247,4 @@ UNET_SIZES = {
 
 def unet_config(size: str = "small", **overrides) -> UNetConfig:
     """A `UNetConfig` from a size name in `UNET_SIZES`, then any field overrides."""
-    if size not in UNET_SIZES:
-        raise UserError(f"unknown UNet size {size!r}; choose one of: {', '.join(UNET_SIZES)}")
-    try:
-        return UNetConfig(**{**UNET_SIZES[size], **overrides})
-    except TypeError as e:
-        raise UserError(f"bad UNet config override: {e}") from None
+    return from_size(UNetConfig, UNET_SIZES, size, "UNet", **overrides)

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from unigen.errors import UserError
+from unigen.models.sizes import from_size
 from unigen.nn.activations import FeedForward
 from unigen.nn.attention import Attention
 from unigen.nn.embeddings import PatchEmbed
@@ -150,9 +151,4 @@ VIT_SIZES = {
 
 def vit_config(size: str = "tiny", **overrides) -> ViTConfig:
     """A `ViTConfig` from a size name in `VIT_SIZES`, then any field overrides."""
-    if size not in VIT_SIZES:
-        raise UserError(f"unknown ViT size {size!r}; choose one of: {', '.join(VIT_SIZES)}")
-    try:
-        return ViTConfig(**{**VIT_SIZES[size], **overrides})
-    except TypeError as e:
-        raise UserError(f"bad ViT config override: {e}") from None
+    return from_size(ViTConfig, VIT_SIZES, size, "ViT", **overrides)
