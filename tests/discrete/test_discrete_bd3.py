@@ -7,6 +7,7 @@ from unigen.discrete import bd3 as BD
 from unigen.discrete import masked as M
 from unigen.errors import UserError
 from unigen.models.text import TextTransformer, TextTransformerConfig
+from unigen.nn.attention import peeking
 
 V, MASK = 10, 10
 
@@ -117,7 +118,7 @@ def test_cached_sampling_equals_uncached_token_for_token(time_cond, prompt):
     a, sa = BD.sample_bd3(model, x, use_cache=True, generator=torch.Generator().manual_seed(10), **kw)
     b, sb = BD.sample_bd3(model, x, use_cache=False, generator=torch.Generator().manual_seed(10), **kw)
     assert torch.equal(a, b)
-    assert sa["nfe"] == sb["nfe"] and sa["model_calls"] > sb["model_calls"]
+    assert sa["nfe"] == sb["nfe"] == sa["model_calls"] == sb["model_calls"]  # the cache costs no extra call
     assert not (a == MASK).any() and torch.equal(a[:, :prompt], x[:, :prompt])
 
 
@@ -130,11 +131,42 @@ def test_cached_peek_leaves_the_cache_and_matches_a_full_forward():
     full = model(ids, t, mask=BD.block_causal(12, 4), positions=torch.arange(12))
     cache = model.new_cache(2, 12)
     model(ids[:, :8], t[:, :8], mask=BD.block_causal(8, 4), positions=torch.arange(8), cache=cache)
-    BD._set_commit(cache, False)
-    peek = model(ids[:, 8:], t[:, 8:], mask=torch.ones(4, 12, dtype=torch.bool), positions=torch.arange(8, 12),
-                 cache=cache)
+    with peeking(cache):
+        peek = model(ids[:, 8:], t[:, 8:], mask=torch.ones(4, 12, dtype=torch.bool), positions=torch.arange(8, 12),
+                     cache=cache)
     assert all(layer.length == 8 for layer in cache)
     torch.testing.assert_close(peek, full[:, 8:])
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("time_cond", [False, True])
+def test_first_block_call_commits_the_pending_clean_tokens(time_cond):
+    # one call runs 8 pending clean tokens (two blocks) with a noisy block: its logits, the cache it leaves, and a
+    # later peek all match full forwards with the block-causal mask
+    model = tiny(time_cond=time_cond, seed=16)
+    ids = torch.randint(0, V + 1, (2, 12), generator=torch.Generator().manual_seed(17))
+    t = torch.rand(2, generator=torch.Generator().manual_seed(18))
+    level = torch.cat([torch.zeros(2, 8), t[:, None].expand(2, 4)], dim=1) if time_cond else None
+    full = model(ids, level, mask=BD.block_causal(12, 4), positions=torch.arange(12))
+    cache = model.new_cache(2, 12)
+    fn = BD._CachedBlock(model, cache, ids[:, :8], time_cond=time_cond, block_size=4)
+    torch.testing.assert_close(fn(ids[:, 8:], t), full[:, 8:])
+    assert all(layer.length == 8 for layer in cache) and fn.pending.shape == (2, 0)
+    torch.testing.assert_close(fn(ids[:, 8:], t), full[:, 8:])  # now a peek
+    assert all(layer.length == 8 for layer in cache)
+
+
+def test_cached_sampling_with_a_given_block_equals_uncached():
+    # a later block with no mask makes no call: its tokens wait and are committed with the next block's first call
+    model = tiny(seed=19)
+    x = torch.full((2, 20), MASK)
+    x[:, :2] = 1
+    x[:, 8:12] = torch.tensor([2, 3, 4, 5])
+    kw = dict(steps=2, mask_id=MASK, block_size=4)
+    a, sa = BD.sample_bd3(model, x, use_cache=True, generator=torch.Generator().manual_seed(20), **kw)
+    b, sb = BD.sample_bd3(model, x, use_cache=False, generator=torch.Generator().manual_seed(20), **kw)
+    assert torch.equal(a, b) and sa["model_calls"] == sb["model_calls"]
+    assert torch.equal(a[:, 8:12], x[:, 8:12]) and not (a == MASK).any()
 
 
 def test_eos_stops_generation_after_the_block():

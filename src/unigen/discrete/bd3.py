@@ -13,9 +13,10 @@ Notation (BD3-LM sec. 3):
 Model protocol (satisfied by `unigen.models.text.TextTransformer` with causal=False):
     model(ids (B, S), t (B, S) or None, *, mask (S, K) bool, True = attend, positions (S,) long, cache=None)
         -> logits (B, S, V+1). With time_cond=False, t is passed as None; clean tokens get t = 0.
-    model.new_cache(batch, max_len) -> per-layer caches, each with a bool attribute `commit`
+    model.new_cache(batch, max_len) -> per-layer caches, each with a bool attribute `commit` and an int `length`
         (`unigen.nn.attention.KVCache`): a call with a cache attends to the cached keys plus its own; with
-        commit=False ("peek") the cache is left as it was, with commit=True the call's keys/values are appended.
+        commit=False ("peek") the cache is left as it was, with commit=True the call's keys/values are appended;
+        lowering `length` forgets the last keys/values.
 
 Correspondences (tested): one block spanning the sequence is MDLM (x_t sees only x_t); block size 1 with
 t = 1 (beta = omega = 1) masks every block fully, so token i is predicted from the clean prefix x_0^{<i}
@@ -33,6 +34,7 @@ from unigen.discrete.ar import eos_lengths
 from unigen.discrete.likelihood import summarize
 from unigen.discrete.masked import check_tokens, q_xt, sample_mdlm, subs_log_probs
 from unigen.errors import UserError
+from unigen.nn.attention import peeking
 
 _LINEAR = partial(N.loglinear, eps=0.0)  # alpha_t = 1 - t: BD3-LM's linear schedule (mask rate t, weight 1/t)
 
@@ -115,12 +117,13 @@ def sample_bd3(model, x: Tensor, *, steps: int, mask_id: int, block_size: int, u
     `steps` MDLM ancestral steps under alpha_t = 1 - t (t: 1 -> 0), conditioned on the finished prefix.
 
     x (B, L): prompt tokens and `mask_id` where to generate; L a multiple of block_size. Blocks before the first
-    mask are prompt (prefilled clean in one call); non-mask tokens inside later blocks are kept. use_cache: keys
-    and values of finished blocks are cached; a denoising call peeks (attends to cache + noisy block without
-    committing) and a finished block is committed by running it clean once. use_cache=False recomputes the
-    whole prefix every call (the reference). eos_id: stop after the first block in which every row has produced
-    an EOS; stats["lengths"] gives each row's length up to and including its first generated EOS.
-    callback(x) is called with the whole canvas (B, L) after every denoising step.
+    mask are prompt; non-mask tokens inside later blocks are kept. use_cache: keys and values of finished blocks
+    are cached. A denoising call peeks (attends to cache + noisy block without committing); the clean tokens not
+    cached yet (the prompt blocks, then each finished block) ride along in the next block's first denoising call,
+    which commits them and rewinds past the noisy block, so the cache costs no extra model call.
+    use_cache=False recomputes the whole prefix every call (the reference). eos_id: stop after the first block
+    in which every row has produced an EOS; stats["lengths"] gives each row's length up to and including its
+    first generated EOS. callback(x) is called with the whole canvas (B, L) after every denoising step.
     """
     B, L = x.shape
     _check_blocks(L, block_size)
@@ -132,13 +135,13 @@ def sample_bd3(model, x: Tensor, *, steps: int, mask_id: int, block_size: int, u
     hi = gen_start // block_size * block_size  # end of the prompt blocks
     cache = model.new_cache(B, L) if use_cache else None
     nfe = calls = 0
-    if use_cache and hi > 0:  # prefill the prompt blocks
-        model(x[:, :hi], _clean_t(B, hi, dev, time_cond), mask=block_causal(hi, block_size, dev),
-              positions=torch.arange(hi, device=dev), cache=cache)
-        calls += 1
+    pending = x[:, :hi]  # clean tokens whose keys/values are not cached yet (with use_cache)
     for lo in range(hi, L, block_size):
         hi = lo + block_size
-        logits_fn = partial(_block_logits, model, x[:, :lo], cache=cache, time_cond=time_cond, block_size=block_size)
+        if use_cache:
+            logits_fn = _CachedBlock(model, cache, pending, time_cond=time_cond, block_size=block_size)
+        else:
+            logits_fn = partial(_block_logits, model, x[:, :lo], time_cond=time_cond, block_size=block_size)
         on_step = None if callback is None else partial(_whole_canvas, callback, x, lo)
         block, stats = sample_mdlm(logits_fn, x[:, lo:hi], steps=steps, mask_id=mask_id, noise=_LINEAR,
                                    reuse_logits=reuse_logits, generator=generator,
@@ -147,28 +150,48 @@ def sample_bd3(model, x: Tensor, *, steps: int, mask_id: int, block_size: int, u
         nfe, calls = nfe + stats["nfe"], calls + stats["nfe"]
         if hi == L or (eos_id is not None and bool((x[:, gen_start:hi] == eos_id).any(dim=1).all())):
             break
-        if use_cache:  # commit the finished block: run it clean once, appending its keys/values
-            model(block, _clean_t(B, block_size, dev, time_cond), mask=_full(block_size, hi, dev),
-                  positions=torch.arange(lo, hi, device=dev), cache=cache)
-            calls += 1
+        if use_cache:
+            pending = torch.cat([logits_fn.pending, block], dim=1)  # (B, p): empty unless the block had no mask
     x = x[:, :hi]
     return x, {"nfe": nfe, "model_calls": calls, "lengths": eos_lengths(x, gen_start, eos_id)}
 
 
-def _block_logits(model, prefix: Tensor, block: Tensor, t: Tensor, *, cache, time_cond: bool,
-                  block_size: int) -> Tensor:
-    """Logits of a noisy block given the clean prefix: a peek through the cache, or the whole prefix recomputed
-    under the block-causal mask. t (B,) -> (B, block_size, V+1)."""
+class _CachedBlock:
+    """The logits_fn of one noisy block [lo, lo + n) through the KV cache. Its first call also runs the `pending`
+    clean tokens [lo - p, lo) (BD3-LM's M_BC among themselves, never seeing the noisy block), commits everything
+    and rewinds the cache past the noisy block; later calls peek. `pending` becomes empty once committed."""
+
+    def __init__(self, model, cache, pending: Tensor, *, time_cond: bool, block_size: int):
+        self.model, self.cache, self.pending = model, cache, pending  # pending (B, p)
+        self.time_cond, self.block_size = time_cond, block_size
+
+    def __call__(self, block: Tensor, t: Tensor) -> Tensor:
+        (B, n), p, dev = block.shape, self.pending.shape[1], block.device
+        c = self.cache[0].length  # cached tokens: the block starts at lo = c + p
+        level = t[:, None].expand(B, n).float() if self.time_cond else None  # (B, n)
+        if p == 0:
+            with peeking(self.cache):
+                return self.model(block, level, mask=_full(n, c + n, dev),
+                                  positions=torch.arange(c, c + n, device=dev), cache=self.cache)  # (B, n, V+1)
+        mask = _full(p + n, c + p + n, dev)  # (p + n, c + p + n): the noisy block sees everything
+        mask[:p, c:c + p] = block_causal(p, self.block_size, dev)
+        mask[:p, c + p:] = False  # clean tokens never see the noisy block
+        if level is not None:
+            level = torch.cat([torch.zeros(B, p, device=dev), level], dim=1)  # (B, p + n): clean at t = 0
+        logits = self.model(torch.cat([self.pending, block], dim=1), level, mask=mask,
+                            positions=torch.arange(c, c + p + n, device=dev), cache=self.cache)  # (B, p + n, V+1)
+        for layer in self.cache:  # keep the clean tokens, drop the noisy block
+            layer.length -= n
+        self.pending = block[:, :0]
+        return logits[:, p:]
+
+
+def _block_logits(model, prefix: Tensor, block: Tensor, t: Tensor, *, time_cond: bool, block_size: int) -> Tensor:
+    """Logits of a noisy block given the clean prefix, the whole prefix recomputed under the block-causal mask
+    (the reference for the cached path). t (B,) -> (B, block_size, V+1)."""
     B, lo, n, dev = block.shape[0], prefix.shape[1], block.shape[1], block.device
-    level = t[:, None].expand(B, n).float() if time_cond else None  # (B, n)
-    if cache is not None:
-        _set_commit(cache, False)
-        logits = model(block, level, mask=_full(n, lo + n, dev), positions=torch.arange(lo, lo + n, device=dev),
-                       cache=cache)  # (B, n, V+1)
-        _set_commit(cache, True)
-        return logits
-    if level is not None:
-        level = torch.cat([torch.zeros(B, lo, device=dev), level], dim=1)  # (B, lo + n): clean prefix at t = 0
+    level = torch.cat([torch.zeros(B, lo, device=dev), t[:, None].expand(B, n).float()],
+                      dim=1) if time_cond else None  # (B, lo + n): clean prefix at t = 0
     return model(torch.cat([prefix, block], dim=1), level, mask=block_causal(lo + n, block_size, dev),
                  positions=torch.arange(lo + n, device=dev))[:, lo:]  # (B, n, V+1)
 
@@ -180,15 +203,6 @@ def _whole_canvas(callback, x: Tensor, lo: int, block: Tensor) -> None:
 
 def _full(n: int, s: int, device) -> Tensor:
     return torch.ones(n, s, dtype=torch.bool, device=device)  # (n, s): attend to every cached and current key
-
-
-def _clean_t(B: int, n: int, device, time_cond: bool) -> Tensor | None:
-    return torch.zeros(B, n, device=device) if time_cond else None
-
-
-def _set_commit(cache, commit: bool) -> None:
-    for layer in cache:
-        layer.commit = commit
 
 
 def _check_blocks(n: int, block_size: int) -> None:
