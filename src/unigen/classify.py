@@ -25,6 +25,7 @@ class ClassifierConfig:
     pos: str = "learned"        # vit: learned | rope2d
     hidden: int = 256           # mlp: hidden width
     dropout: float = 0.0
+    shift: int = 0              # training augmentation: random translation by up to `shift` pixels (0: none)
 
 
 class MLPClassifier(nn.Module):
@@ -53,19 +54,25 @@ class ClassifyTask(Task):
             raise UserError(f"model.patch and model.hidden must be >= 1, got patch={m.patch} hidden={m.hidden}")
         if not 0 <= m.dropout < 1:
             raise UserError(f"model.dropout must be in [0, 1), got {m.dropout}")
+        if not 0 <= m.shift < min(h, w):
+            raise UserError(f"model.shift must be in [0, {min(h, w)}) for {h}x{w} images, got {m.shift}")
         if m.arch == "mlp":
-            return MLPClassifier(c * h * w, m.hidden, k, m.dropout)
-        if m.arch == "vit":
+            net = MLPClassifier(c * h * w, m.hidden, k, m.dropout)
+        elif m.arch == "vit":
             from unigen.models.vit import ViT, vit_config
             if h % m.patch or w % m.patch:
                 raise UserError(f"model.patch={m.patch} does not divide the image size {h}x{w}")
-            vc = vit_config(m.size, image_size=h, patch=m.patch, channels=c, num_classes=k, pool=m.pool,
-                            pos=m.pos, dropout=m.dropout)
-            return ViT(vc)
-        raise UserError(f"model.arch={m.arch!r} is not one of: vit, mlp")
+            net = ViT(vit_config(m.size, image_size=h, patch=m.patch, channels=c, num_classes=k, pool=m.pool,
+                                 pos=m.pos, dropout=m.dropout))
+        else:
+            raise UserError(f"model.arch={m.arch!r} is not one of: vit, mlp")
+        net.train_shift = m.shift  # read by `loss`; a training policy, not a weight
+        return net
 
     def loss(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
-        logits = model(batch["x"])  # (B, K)
+        inner = getattr(model, "module", model)  # DDP keeps the built model in .module
+        x = random_shift(batch["x"], getattr(inner, "train_shift", 0))
+        logits = model(x)  # (B, K)
         loss = F.cross_entropy(logits.float(), batch["y"])
         acc = (logits.argmax(-1) == batch["y"]).float().mean()
         return loss, {"train_acc": acc.item()}
@@ -77,6 +84,21 @@ class ClassifyTask(Task):
         from unigen.data import load as load_data
         data = load_data(cfg.data, "test")
         return {"accuracy": accuracy(model, data, limit=2000 if quick else None)}
+
+
+def random_shift(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Translate each image of x (B, C, H, W) by its own integer offset in [-k, k]^2, filling with the edge pixels
+    (the background for MNIST), as in the random-crop-after-padding augmentation. Offsets from torch's global RNG."""
+    if k == 0:
+        return x
+    B, C, H, W = x.shape
+    padded = F.pad(x, (k, k, k, k), mode="replicate")                     # (B, C, H + 2k, W + 2k)
+    dy, dx = torch.randint(0, 2 * k + 1, (2, B, 1), device=x.device)      # (B, 1) each
+    rows = dy + torch.arange(H, device=x.device)                          # (B, H)
+    cols = dx + torch.arange(W, device=x.device)                          # (B, W)
+    b = torch.arange(B, device=x.device)[:, None, None, None]
+    c = torch.arange(C, device=x.device)[None, :, None, None]
+    return padded[b, c, rows[:, None, :, None], cols[:, None, None, :]]  # (B, C, H, W)
 
 
 @torch.no_grad()
@@ -96,11 +118,11 @@ TASK = ClassifyTask()
 
 
 def vit_mnist() -> Config:
-    """ViT classifier on real MNIST (>= 97% test accuracy in a few CPU minutes)."""
+    """ViT classifier on real MNIST: 97.7% test accuracy in 4500 steps (5-9 minutes on 2 CPU cores)."""
     return Config(task="classify", preset="vit-mnist", data=DataConfig(name="mnist"),
                   model=ClassifierConfig(arch="vit", size="tiny", patch=4),
-                  train=TrainConfig(steps=1500, batch_size=128, lr=2e-3, warmup_steps=100, weight_decay=0.05,
-                                    ema_decay=0.0, precision="bf16", ckpt_every=500, log_every=50),
+                  train=TrainConfig(steps=4500, batch_size=128, lr=2e-3, warmup_steps=100, weight_decay=0.05,
+                                    ema_decay=0.0, precision="bf16", ckpt_every=1500, log_every=50),
                   sample=SampleConfig())
 
 
