@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.harness import machine
+from benchmarks.harness import log, machine
 from unigen import run as R
 from unigen.diffusion import nfe_sweep
 from unigen.diffusion.family import DEFAULT_STEPS, METHODS, denoiser
@@ -43,10 +43,6 @@ from unigen.diffusion.family import DEFAULT_STEPS, METHODS, denoiser
 PARTS = ("mnist", "toy", "rectified")
 TOY_PRESETS = ("toy2d-ddpm", "toy2d-edm", "toy2d-fm")
 UNIGEN = [sys.executable, "-m", "unigen"]
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def shown(cmd: list[str]) -> str:
@@ -214,7 +210,7 @@ def md_mnist(r: dict) -> list[str]:
     fds = [s["fd"] for s in r["reseed"]] + [best35["fd"]]
     floors = [(r["seed"], r["fd_data"])] + [(s["seed"], s["fd_data"]) for s in r["reseed"]]
     sd = statistics.stdev(fds) if len(fds) > 1 else float("nan")
-    out = [f"## 1. MNIST: Frechet distance against NFE, every EDM sampler on one mnist-edm model", "",
+    out = ["## 1. MNIST: Frechet distance against NFE, every EDM sampler on one mnist-edm model", "",
            f"- {r['date']}, 2-core CPU ({machine()}); command: `{r['command']}`",
            f"- model: `{r['train']['command']}` (training wall time {_secs(r['train']['seconds'])}); EMA weights; "
            f"the network runs in {r['settings']['precision']} at sampling",
@@ -289,7 +285,7 @@ def md_rectified(r: dict) -> list[str]:
 def report(results: dict) -> str:
     lines = ["# Diffusion sample quality (measured)", "",
              "Made by `benchmarks/diffusion_quality.py`; numbers as measured, one run each unless stated. "
-             "The machine is a 2-core CPU shared with other jobs, so wall times are indicative only.", ""]
+             "Wall times depend on the other load on the machine (its load average is given with each part).", ""]
     for part, fn in (("mnist", md_mnist), ("toy", md_toy), ("rectified", md_rectified)):
         if part in results:
             lines += [*fn(results[part]), ""]

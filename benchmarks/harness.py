@@ -16,6 +16,7 @@ import ctypes
 import gc
 import os
 import statistics
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -227,6 +228,12 @@ def cpu_name() -> str:
 
 
 def machine() -> str:
-    """One line: CPU model, logical CPUs, torch threads, torch version."""
+    """One line: CPU model, logical CPUs, torch threads, torch version, and the load average now (other jobs on
+    the machine inflate absolute times)."""
     return (f"{cpu_name()}, {os.cpu_count()} logical CPUs, torch {torch.__version__} with "
-            f"{torch.get_num_threads()} threads")
+            f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}")
+
+
+def log(msg: str) -> None:
+    """A timestamped progress line on stderr (the benchmark scripts' stdout stays clean)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)

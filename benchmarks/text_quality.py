@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from benchmarks.harness import machine, quartiles
+from benchmarks.harness import log, machine, quartiles
 from unigen import run as R
 from unigen.discrete import family as F
 from unigen.presets import get_preset
@@ -75,10 +75,6 @@ def phase_train(args, runs: Path) -> dict:
         out[p] = train_run(preset_config(p, args), runs / p)
         log(f"train {p}: {out[p]['seconds']:.0f} s, loss {out[p]['loss']:.3f}")
     return out
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 
@@ -295,8 +291,7 @@ def phase_bpe(args, runs: Path) -> dict:
 # ------------------------------------------------------------------------------------------------------- report
 def _header(res: dict, phase: str) -> str:
     m = res["meta"][phase]
-    return (f"`{m['command']}` ({m['date']}, {m['wall_s']:.0f} s for this phase; {m['machine']}; the CPU's 2 cores "
-            f"are shared with another job running at the same time, so absolute times are noisy)\n\n")
+    return (f"`{m['command']}` ({m['date']}, {m['wall_s']:.0f} s for this phase; {m['machine']})\n\n")
 
 
 def _clip(text: str, n: int = 90) -> str:

@@ -13,7 +13,7 @@ from torch import nn
 
 from unigen.config import Config, DataConfig, SampleConfig, TrainConfig
 from unigen.errors import UserError
-from unigen.task import Task
+from unigen.task import Task, unwrap
 
 
 @dataclass
@@ -70,8 +70,7 @@ class ClassifyTask(Task):
         return net
 
     def loss(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
-        inner = getattr(model, "module", model)  # DDP keeps the built model in .module
-        x = random_shift(batch["x"], getattr(inner, "train_shift", 0))
+        x = random_shift(batch["x"], getattr(unwrap(model), "train_shift", 0))
         logits = model(x)  # (B, K)
         loss = F.cross_entropy(logits.float(), batch["y"])
         acc = (logits.argmax(-1) == batch["y"]).float().mean()

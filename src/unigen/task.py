@@ -6,10 +6,25 @@ only ever sees `task.loss`; the CLI only `build`, `sample` and `evaluate`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
+
+from unigen.errors import UserError
+
+M = TypeVar("M", bound=nn.Module)
+
+
+def unwrap(model: nn.Module, cls: type[M] = nn.Module, what: str = "") -> M:
+    """The network inside DDP-style wrappers (which hold it as `.module`): the first `cls` on the way in, or,
+    for the default `cls`, the innermost module. A UserError naming `what` if there is no `cls` inside."""
+    inner = model
+    while hasattr(inner, "module") and (cls is nn.Module or not isinstance(inner, cls)):
+        inner = inner.module
+    if not isinstance(inner, cls):
+        raise UserError(f"expected {what or cls.__name__}, got {type(model).__name__}")
+    return inner
 
 
 class Task:

@@ -1,5 +1,4 @@
 """Rectified flow: straightness against quadrature, the reflow and distillation losses, reflow pairs on an exact flow."""
-import math
 
 import numpy as np
 import pytest

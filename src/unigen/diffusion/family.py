@@ -32,7 +32,7 @@ from unigen.diffusion.precond import make_denoiser
 from unigen.diffusion.samplers import SAMPLERS
 from unigen.diffusion.schedules import get_schedule
 from unigen.errors import UserError
-from unigen.task import Task
+from unigen.task import Task, unwrap as _unwrap
 
 
 @dataclass
@@ -120,11 +120,7 @@ class DiffusionNet(nn.Module):
 
 def unwrap(model: nn.Module) -> DiffusionNet:
     """The DiffusionNet inside a DDP / compile wrapper."""
-    while not isinstance(model, DiffusionNet) and hasattr(model, "module"):
-        model = model.module
-    if not isinstance(model, DiffusionNet):
-        raise UserError(f"expected a diffusion model, got {type(model).__name__}")
-    return model
+    return _unwrap(model, DiffusionNet, "a diffusion model")
 
 
 def build_backbone(m: DiffusionModelConfig, shape: tuple[int, ...], num_classes: int) -> nn.Module:

@@ -33,8 +33,8 @@ from torch import Tensor, nn
 
 from unigen.config import Config, DataConfig, SampleConfig, TrainConfig
 from unigen.discrete import noise as N
-from unigen.discrete.ar import ar_loss, ar_token_nll, sample_ar
-from unigen.discrete.bd3 import bd3_loss, bd3_nelbo, sample_bd3
+from unigen.discrete.ar import ar_loss, ar_token_nll
+from unigen.discrete.bd3 import bd3_loss, bd3_nelbo
 from unigen.discrete.likelihood import elbo_stratified, nelbo_mdlm
 from unigen.discrete.masked import mdlm_loss
 from unigen.discrete.samplers import SAMPLERS
@@ -42,7 +42,7 @@ from unigen.discrete.sedd import GRAPHS, perturb, score_entropy, sedd_loss
 from unigen.discrete.watch import Watch, render
 from unigen.errors import UserError
 from unigen.models.text import TEXT_SIZES, TextTransformer, text_config
-from unigen.task import Task
+from unigen.task import Task, unwrap as _unwrap
 
 
 @dataclass
@@ -85,11 +85,7 @@ class DiscreteLM(nn.Module):
 
 def unwrap(model: nn.Module) -> DiscreteLM:
     """The DiscreteLM inside a DDP / compile wrapper."""
-    while not isinstance(model, DiscreteLM) and hasattr(model, "module"):
-        model = model.module
-    if not isinstance(model, DiscreteLM):
-        raise UserError(f"expected a discrete language model, got {type(model).__name__}")
-    return model
+    return _unwrap(model, DiscreteLM, "a discrete language model")
 
 
 def with_bos(x: Tensor, bos_id: int) -> Tensor:
