@@ -3,8 +3,8 @@
     python -m benchmarks.diffusion_quality --out DIR [--parts mnist,toy,rectified] [--mnist-n 256] ...
 
 Everything runs through unigen's CLI and public API: runs are trained with `unigen train PRESET --out ...`
-(subprocesses, the command is recorded), scored with `unigen eval RUN --json`, `unigen.diffusion.nfe_sweep`
-(`make_scorer`, `score`, `run_sweep`, `write_report`) and `python -m unigen.diffusion.rectified`. Trained runs land in
+(subprocesses, the command is recorded), scored with `unigen eval RUN --json`, `unigen.families.continuous_diffusion.evaluate`
+(`make_scorer`, `score`, `run_sweep`, `write_report`) and `python -m unigen.families.continuous_diffusion.rectified`. Trained runs land in
 DIR/runs/PRESET and are reused when their config.json matches; a part whose settings match its DIR/PART.json is
 not re-run, so parts can be run one at a time and the markdown rebuilt from all of them. Parts:
 
@@ -16,7 +16,7 @@ not re-run, so parts can be run one at a time and the markdown rebuilt from all 
                SWD and MMD^2 with each preset's default sampler (`unigen eval`), with its own sampler at `--toy-nfe`
                NFE, and with Heun at `--toy-nfe` NFE for all three
     rectified  1-rectified, 2-rectified (reflow) and distilled one-step flow on toy2d moons: SWD at 1 and 2 Euler
-               steps and straightness (`python -m unigen.diffusion.rectified`)
+               steps and straightness (`python -m unigen.families.continuous_diffusion.rectified`)
 
 DIR/PART.json hold the raw numbers, DIR/diffusion_quality.md the tables (copy it to benchmarks/diffusion_quality.md).
 """
@@ -37,8 +37,8 @@ import torch
 
 from benchmarks.harness import log, machine
 from unigen import run as R
-from unigen.diffusion import nfe_sweep
-from unigen.diffusion.family import DEFAULT_STEPS, METHODS, denoiser
+from unigen.families.continuous_diffusion import evaluate as nfe_sweep
+from unigen.families.continuous_diffusion.task import DEFAULT_STEPS, METHODS, denoiser
 
 PARTS = ("mnist", "toy", "rectified")
 TOY_PRESETS = ("toy2d-ddpm", "toy2d-edm", "toy2d-fm")
@@ -180,7 +180,7 @@ def part_toy(args, out: Path) -> dict:
 # ---- rectified flow --------------------------------------------------------------------------------------------
 
 def part_rectified(args, out: Path) -> dict:
-    cmd = [sys.executable, "-m", "unigen.diffusion.rectified", "--out", out / "rectified",
+    cmd = [sys.executable, "-m", "unigen.families.continuous_diffusion.rectified", "--out", out / "rectified",
            "--train-steps", args.rf_steps, "--distill-steps", args.rf_distill_steps, "--pairs", args.rf_pairs]
     _, secs = call(cmd)
     return {"rectified_command": shown(cmd), "seconds": secs,
@@ -215,7 +215,7 @@ def md_mnist(r: dict) -> list[str]:
            f"- model: `{r['train']['command']}` (training wall time {_secs(r['train']['seconds'])}); EMA weights; "
            f"the network runs in {r['settings']['precision']} at sampling",
            f"- sweep: `{r['sweep_command']}`; wall time of the part {r['part_seconds']:.0f} s",
-           f"- metric: `fd`, the Frechet distance of the bundled feature CNN (`unigen.features`, 128 features) "
+           f"- metric: `fd`, the Frechet distance of the bundled feature CNN (`unigen.metrics.features`, 128 features) "
            f"against the 10,000 test images, n = {r['n']} samples, noise seed {r['seed']}; every cell uses the same "
            f"n starting noises. One UNet forward at batch {r['n']}: {r['forward_seconds']:.2f} s",
            f"- real-data floor at the same n (n training images vs the test set): fd = {r['fd_data']:.4g}", "",

@@ -17,7 +17,7 @@ from functools import partial
 import torch
 
 from benchmarks.harness import Case
-from unigen.diffusion import SAMPLERS, get_schedule, karras_sigmas, make_denoiser, nfe
+from unigen.families.continuous_diffusion import SAMPLERS, get_schedule, karras_sigmas, make_denoiser, nfe
 from unigen.models import DiT, dit_config
 
 # ours name -> (diffusers scheduler class name, its constructor options, steps used end to end)

@@ -3,7 +3,7 @@
     python -m benchmarks.text_quality --out DIR [--steps 600] [--phases train,eval,speed,samples,bpe] ...
 
 Everything goes through unigen's own API (`unigen.run.train / evaluate / load`, `Task.sample`), on the text presets
-of `unigen.discrete.family` (byte-level Python docs, 128-token windows, the same 3.3M-parameter network, `--steps`
+of `unigen.families.discrete_diffusion.task` (byte-level Python docs, 128-token windows, the same 3.3M-parameter network, `--steps`
 steps of `--batch` windows). Trained runs land in DIR/runs/PRESET and are reused when their config matches, and
 held-out results are stored beside them, so a phase can be re-run alone (or side by side with another). Phases:
 
@@ -38,8 +38,8 @@ from torch import Tensor
 
 from benchmarks.harness import log, machine, quartiles
 from unigen import run as R
-from unigen.discrete import family as F
-from unigen.presets import get_preset
+from unigen.families.discrete_diffusion import task as F
+from unigen.registry import get_preset
 
 PRESETS = ("text-ar", "text-mdlm", "text-sedd", "text-bd3-4", "text-bd3-16")
 PHASES = ("train", "eval", "speed", "samples", "bpe")
@@ -223,7 +223,7 @@ def byte_stats(rows: list[list[int]]) -> dict:
 @torch.no_grad()
 def ar_gen_nll(ar_lm, rows: list[list[int]]) -> float:
     """Nats per byte of the samples under the trained AR model ("generative perplexity" = exp of it)."""
-    from unigen.discrete.ar import ar_token_nll
+    from unigen.families.discrete_diffusion.ar import ar_token_nll
     x = F.with_bos(torch.tensor(rows), ar_lm.bos_id)  # (n, T+1)
     return float(ar_token_nll(ar_lm, x, ar_lm.mask_id).mean())
 

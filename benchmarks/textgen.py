@@ -1,4 +1,4 @@
-"""Text generation throughput (generated tokens per second) of the discrete samplers in `unigen.discrete`.
+"""Text generation throughput (generated tokens per second) of the discrete samplers in `unigen.families.discrete_diffusion`.
 
 Workload: batch 8, a 16-token prompt, 128 generated tokens (canvas 144), greedy / temperature 0, no_grad, fp32, on
 a randomly initialised TextTransformer of width 256, 4 blocks, 4 heads, vocabulary 512 (+1 mask id for the
@@ -18,9 +18,9 @@ from __future__ import annotations
 import torch
 
 from benchmarks.harness import Case
-from unigen.discrete.ar import sample_ar
-from unigen.discrete.bd3 import sample_bd3
-from unigen.discrete.samplers import sample_llada
+from unigen.families.discrete_diffusion.ar import sample_ar
+from unigen.families.discrete_diffusion.bd3 import sample_bd3
+from unigen.families.discrete_diffusion.samplers import sample_llada
 from unigen.models.text import TextTransformer, TextTransformerConfig
 
 VOCAB, PROMPT, GEN, BATCH = 512, 16, 128, 8

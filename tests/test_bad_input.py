@@ -19,7 +19,7 @@ import unigen
 from unigen import cli
 from unigen.config import DataConfig, apply_overrides, validate
 from unigen.errors import UserError
-from unigen.presets import get_preset
+from unigen.registry import get_preset
 
 TINY = ["--train.steps=2", "--model.hidden=16", "--train.progress=false"]
 TOY = ["--train.steps=2", "--train.batch_size=64", "--train.progress=false"]

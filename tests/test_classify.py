@@ -1,9 +1,9 @@
 """The classification family: the shift augmentation against a brute-force construction, and its switch-off."""
 import torch
 
-from unigen.classify import TASK, random_shift
+from unigen.families.classify.task import TASK, random_shift
 from unigen.config import apply_overrides
-from unigen.presets import get_preset
+from unigen.registry import get_preset
 
 
 def _shift_one(img: torch.Tensor, dy: int, dx: int) -> torch.Tensor:

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from unigen.cli import main
-from unigen.presets import PRESETS, TASKS, get_preset
+from unigen.registry import PRESETS, TASKS, get_preset
 
 # Small overrides so each preset's smoke run takes seconds; sizes stay the preset's own unless listed.
 FAST = ["--train.steps=2", "--train.batch_size=8", "--train.progress=false", "--sample.n=4"]

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from unigen.cli import parse_overrides
 from unigen.config import Config, apply_overrides, validate
 from unigen.errors import UserError
-from unigen.presets import PRESETS, TASKS, get_preset
+from unigen.registry import PRESETS, TASKS, get_preset
 
 FUZZ = settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 

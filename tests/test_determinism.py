@@ -9,7 +9,7 @@ import pytest
 
 import unigen
 from unigen import cli
-from unigen.presets import PRESETS, TASKS, get_preset
+from unigen.registry import PRESETS, TASKS, get_preset
 
 # dropout and EMA on, so the training-noise RNG and the EMA state take part
 TRAIN = ["--train.steps=12", "--train.log_every=1", "--train.ckpt_every=5", "--train.ema_decay=0.9",

@@ -24,7 +24,7 @@ import torch
 
 from unigen import cli
 from unigen.errors import NonFiniteError, UserError
-from unigen.presets import PRESETS
+from unigen.registry import PRESETS
 from unigen.train import checkpoint as ckpt
 
 PRESET = "mlp-digits"
@@ -359,7 +359,7 @@ def test_keep_last_and_atomic_pruning(tmp_path):
 # --- the non-finite guard ------------------------------------------------------------------------------
 
 def _poison(monkeypatch, at_call: int, value: float):
-    from unigen.classify import TASK
+    from unigen.families.classify.task import TASK
     real, calls = TASK.loss, {"n": 0}
 
     def loss(model, batch):
@@ -405,7 +405,7 @@ class _InfGrad(torch.autograd.Function):
 
 
 def test_nonfinite_gradient_is_caught(tmp_path, monkeypatch):
-    from unigen.classify import TASK
+    from unigen.families.classify.task import TASK
     real, calls = TASK.loss, {"n": 0}
 
     def loss(model, batch):  # the loss stays finite, the gradient does not

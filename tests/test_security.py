@@ -23,7 +23,7 @@ import torch
 import unigen
 from unigen import cli
 from unigen.errors import UserError
-from unigen.presets import PRESETS
+from unigen.registry import PRESETS
 from unigen.train import checkpoint as ckpt
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "unigen"

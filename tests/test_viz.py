@@ -8,7 +8,7 @@ from PIL import Image
 
 from unigen.data import to_uint8
 from unigen.errors import UserError
-from unigen.viz import plot_curves, save_image_grid, save_text
+from unigen.plot import plot_curves, save_image_grid, save_text
 
 
 def leftovers(folder, keep):

@@ -1,4 +1,4 @@
-"""The `unigen` command. It only parses arguments and calls importable functions (unigen.run, unigen.demo).
+"""The `unigen` command. It only parses arguments and calls importable functions (unigen.run, unigen.experiments.demo).
 
     unigen presets
     unigen train PRESET [--section.key=value ...] [--out DIR] [--resume | --overwrite] [--dry-run]
@@ -86,13 +86,13 @@ def run(argv: list[str]) -> int:
     if extra and args.command != "train":
         raise UserError(f"unrecognised arguments: {' '.join(extra)}")
     if args.command == "presets":
-        from unigen.presets import PRESETS, describe
+        from unigen.registry import PRESETS, describe
         width = max(map(len, PRESETS))
         for name in sorted(PRESETS):
             print(f"{name:<{width}}  {describe(name)}")
     elif args.command == "train":
         from unigen.config import apply_overrides, validate
-        from unigen.presets import get_preset
+        from unigen.registry import get_preset
         from unigen.run import read_config, train
         out = args.out or f"runs/{args.preset}"
         base = get_preset(args.preset)
@@ -125,7 +125,7 @@ def run(argv: list[str]) -> int:
             for k, v in metrics.items():
                 print(f"{k}: {v}")
     elif args.command == "demo":
-        from unigen.demo import run_demo
+        from unigen.experiments.demo import run_demo
         run_demo(args.out)
     return 0
 

@@ -69,7 +69,7 @@ class SampleConfig:
 
 @dataclass
 class Config:
-    task: str = ""              # family (key of unigen.presets.TASKS)
+    task: str = ""              # family (key of unigen.registry.TASKS)
     preset: str = ""            # preset this config came from
     data: DataConfig = field(default_factory=DataConfig)
     model: Any = None           # the family's model dataclass

@@ -22,7 +22,7 @@ from unigen.train import checkpoint as ckpt
 
 
 def _registry():
-    from unigen import presets  # imported late: presets import every family
+    from unigen import registry as presets  # imported late: presets import every family
     return presets
 
 

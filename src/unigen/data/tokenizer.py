@@ -41,7 +41,7 @@ class Tokenizer:
 
     def save(self, directory: str | Path) -> Path:
         """Write `directory/tokenizer.json` atomically; returns its path."""
-        from unigen.viz import save_text
+        from unigen.plot import save_text
         path = Path(directory) / FILENAME
         save_text(path, self._json())
         return path

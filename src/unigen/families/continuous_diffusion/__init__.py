@@ -1,0 +1,37 @@
+"""Continuous diffusion and flow matching math in EDM's variables (Karras et al. 2022).
+
+Everything speaks one language: x = s(t) (x0 + sigma(t) eps) with a denoiser D(x, sigma) -> x0_hat.
+
+    schedules.py   sigma(t), s(t), t(sigma), c_noise(sigma) for DDPM (linear, cosine), VP, VE, EDM, flow
+    grids.py       noise-level grids ending at 0: karras_sigmas, vp/ve/logsnr/flow_sigmas, ddpm_sigmas
+    precond.py     make_denoiser(net, "eps"|"x0"|"v"|"score"|"flow"|"edm", schedule) -> D
+    losses.py      edm_loss, ddpm_loss (eps/x0/v, min-SNR), flow_matching_loss, dsm_loss, drop_labels
+    samplers.py    SAMPLERS[name](D, x, sigmas, generator=..., **options), nfe(name, n_steps), invert_ddim
+    likelihood.py  ode_nll (exact or Hutchinson trace), bits_per_dim, dequantize
+    guidance.py    guided(D, y, null_id, scale): classifier-free guidance
+    analytic.py    Gaussian / GaussianMixture with exact denoisers (test oracles)
+"""
+from unigen.families.continuous_diffusion.analytic import Gaussian, GaussianMixture
+from unigen.families.continuous_diffusion.grids import (ddpm_sigmas, ddpm_timesteps, default_sigmas, flow_sigmas, karras_sigmas,
+                                    logsnr_sigmas, ve_sigmas, vp_sigmas)
+from unigen.families.continuous_diffusion.guidance import cfg_combine, guided
+from unigen.families.continuous_diffusion.likelihood import bits_per_dim, dequantize, ode_nll
+from unigen.families.continuous_diffusion.losses import (ddpm_loss, drop_labels, dsm_loss, edm_loss, edm_weight, flow_matching_loss,
+                                     min_snr_weight)
+from unigen.families.continuous_diffusion.precond import PARAMETERIZATIONS, append_dims, c_in, c_out, c_skip, make_denoiser
+from unigen.families.continuous_diffusion.samplers import NFE, SAMPLERS, get_sampler, invert_ddim, nfe
+from unigen.families.continuous_diffusion.schedules import (EDM, SCHEDULES, VE, ContinuousVP, DiscreteVP, Flow, Schedule, ddpm_cosine,
+                                        ddpm_linear, get_schedule)
+
+__all__ = [
+    "Gaussian", "GaussianMixture",
+    "ddpm_sigmas", "ddpm_timesteps", "default_sigmas", "flow_sigmas", "karras_sigmas", "logsnr_sigmas",
+    "ve_sigmas", "vp_sigmas",
+    "cfg_combine", "guided",
+    "bits_per_dim", "dequantize", "ode_nll",
+    "ddpm_loss", "drop_labels", "dsm_loss", "edm_loss", "edm_weight", "flow_matching_loss", "min_snr_weight",
+    "PARAMETERIZATIONS", "append_dims", "c_in", "c_out", "c_skip", "make_denoiser",
+    "NFE", "SAMPLERS", "get_sampler", "invert_ddim", "nfe",
+    "EDM", "SCHEDULES", "VE", "ContinuousVP", "DiscreteVP", "Flow", "Schedule", "ddpm_cosine", "ddpm_linear",
+    "get_schedule",
+]

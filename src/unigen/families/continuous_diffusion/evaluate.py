@@ -1,0 +1,242 @@
+"""Sample quality of a trained diffusion model, and its sweep against the number of function evaluations (NFE).
+
+A `Scorer` holds the reference statistics of the run's dataset for a fixed sample count n and turns a sample set
+into metrics:
+    toy2d        swd (sliced W_2 against n fresh data points) and mmd (unbiased MMD^2 on <= 2000 points)
+    mnist        fd (Frechet distance on the features of unigen.metrics.features' CNN, against the 10,000 test images)
+                 and, for class-conditional models, cond_accuracy (the CNN's accuracy on samples of labels y)
+    other images fd_pixels (Frechet distance on raw pixels against the test split)
+`baseline()` scores n held-out *real* points the same way (swd_data, fd_data, ...): the floor of each metric at
+this n, since Frechet distances and SWD are biased upwards by a finite sample.
+
+`run_sweep` scores every sampler of the model's method at every NFE budget on the same samples' noise seed and
+writes RUN/nfe_sweep/{nfe_sweep.md, nfe_sweep.json, nfe_sweep.png}.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from unigen.config import Config
+from unigen.metrics import sample_quality as metrics
+from unigen.families.continuous_diffusion.samplers import NFE, nfe
+from unigen.errors import UserError
+
+# NFE budgets of the sweep; every sampler gets the largest step count whose NFE fits each budget. Budgets above
+# LONG_FROM (the 1000-step reference) go to the first-order samplers of LONG_SAMPLERS only, to keep sweeps affordable
+# on a CPU: second-order solvers have converged long before 1000 NFE.
+BUDGETS = (5, 10, 20, 35, 50, 100, 1000)
+QUICK_BUDGETS = (10, 35)
+LONG_FROM = 101
+LONG_SAMPLERS = ("ddpm", "euler", "flow-euler", "euler-maruyama")
+SKIP = ("ddim",)            # ddim with eta = 0 is Euler step for step in EDM variables: same numbers as "euler"
+
+
+@dataclass
+class Scorer:
+    n: int                                          # samples per score
+    seed: int                                       # noise seed of the samples
+    primary: str                                    # the metric the sweep tabulates
+    measure: Callable[[Tensor, Tensor | None], dict]   # (samples, labels) -> metrics
+    floor: Callable[[], dict]                       # the same metrics for n held-out real points
+    labels: Tensor | None = None                    # class labels to sample with (class-conditional models)
+    _floor: dict = field(default_factory=dict)
+
+    def __call__(self, x: Tensor, y: Tensor | None = None) -> dict[str, float]:
+        return {k: float(v) for k, v in self.measure(x, y).items()}
+
+    def baseline(self) -> dict[str, float]:
+        if not self._floor:
+            self._floor = {f"{k}_data": float(v) for k, v in self.floor().items()}
+        return self._floor
+
+
+_REFERENCE: dict[tuple, tuple[Tensor, Tensor]] = {}      # Gaussian fits of reference features, per dataset
+
+
+def _toy_scorer(cfg: Config, n: int, seed: int) -> Scorer:
+    from unigen.data import sample_toy2d
+    ref = sample_toy2d(cfg.data.toy, n, torch.Generator().manual_seed(1_000_003 + seed))   # (n, 2) fresh data
+    m = min(n, 2000)
+
+    def measure(x: Tensor, y=None) -> dict:
+        return {"swd": metrics.sliced_wasserstein(x.float(), ref, 256, torch.Generator().manual_seed(seed)),
+                "mmd": metrics.mmd_rbf(x[:m].float(), ref[:m])}
+
+    def floor() -> dict:
+        return measure(sample_toy2d(cfg.data.toy, n, torch.Generator().manual_seed(2_000_003 + seed)))
+
+    return Scorer(n, seed, "swd", measure, floor)
+
+
+def _image_scorer(cfg: Config, n: int, seed: int, num_classes: int) -> Scorer:
+    from unigen.data import load
+    mnist = cfg.data.name == "mnist"
+    if mnist:
+        from unigen.metrics.features import ensure_feature_net, mnist_features, mnist_predict, weights_path
+        net = ensure_feature_net()
+        feats = lambda x: mnist_features(net, x)                      # noqa: E731  (N, hidden)
+        key = ("mnist", cfg.data.image_size, str(weights_path()))
+    else:
+        feats = lambda x: x.flatten(1)                                # noqa: E731  (N, C*H*W)
+        key = (cfg.data.name, cfg.data.image_size, cfg.data.seed)
+    name = "fd" if mnist else "fd_pixels"
+    if key not in _REFERENCE:
+        _REFERENCE[key] = metrics.gaussian_fit(feats(load(cfg.data, "test").tensors["x"]))
+    mu, S = _REFERENCE[key]
+
+    def measure(x: Tensor, y: Tensor | None) -> dict:
+        out = {name: metrics.frechet_distance(*metrics.gaussian_fit(feats(x)), mu, S)}
+        if mnist and y is not None:
+            out["cond_accuracy"] = (mnist_predict(net, x) == y).float().mean()
+        return out
+
+    def floor() -> dict:
+        train = load(cfg.data, "train")
+        idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:n]
+        b = train.batch(idx)
+        return measure(b["x"], b["y"] if num_classes else None)
+
+    labels = torch.arange(n) % num_classes if num_classes else None
+    return Scorer(n, seed, name, measure, floor, labels)
+
+
+def make_scorer(model, cfg: Config, *, quick: bool = False, n: int = 0, seed: int | None = None) -> Scorer:
+    """The scorer of the run's dataset: n samples (default 1000 / 5000 toy2d, 256 / 2000 images, quick / full)."""
+    from unigen.families.continuous_diffusion.task import unwrap
+    net = unwrap(model)
+    seed = cfg.sample.seed if seed is None else seed
+    if cfg.data.name == "toy2d":
+        return _toy_scorer(cfg, n or (1000 if quick else 5000), seed)
+    if len(net.data_shape) == 3:
+        return _image_scorer(cfg, n or (256 if quick else 2000), seed, net.num_classes)
+    raise UserError(f"no sample-quality metric for dataset {cfg.data.name!r}")
+
+
+def score(model, scorer: Scorer, *, sampler: str, steps: int, guidance: float = 1.0,
+          precision: str = "fp32") -> dict[str, float]:
+    """Draw scorer.n samples with `sampler` for `steps` steps and score them; adds nfe and seconds."""
+    from unigen.families.continuous_diffusion.task import generate, unwrap
+    device = next(unwrap(model).parameters()).device
+    g = torch.Generator(device).manual_seed(scorer.seed)
+    t0 = time.perf_counter()
+    x, n_fe = generate(model, scorer.n, sampler=sampler, steps=steps, generator=g, y=scorer.labels,
+                       guidance=guidance if scorer.labels is not None else 1.0, precision=precision)
+    seconds = time.perf_counter() - t0
+    if not torch.isfinite(x).all():
+        return {scorer.primary: math.inf, "nfe": float(n_fe), "seconds": seconds}
+    return {**scorer(x, scorer.labels), "nfe": float(n_fe), "seconds": seconds}
+
+
+def steps_for(sampler: str, budget: int) -> int:
+    """The largest step count whose NFE fits in `budget` (at least 1)."""
+    steps = 1
+    while nfe(sampler, steps + 1) <= budget:
+        steps += 1
+    return steps
+
+
+def sweep_plan(samplers: tuple[str, ...], budgets: tuple[int, ...]) -> list[tuple[str, int, tuple[int, ...]]]:
+    """(sampler, steps, budgets served) for every sampler and budget; budgets that give the same step count share
+    one entry. Budgets of LONG_FROM NFE and more go to LONG_SAMPLERS only."""
+    plan: dict[tuple[str, int], list[int]] = {}
+    for s in samplers:
+        if s in NFE and s not in SKIP:
+            for b in budgets:
+                if b < LONG_FROM or s in LONG_SAMPLERS:
+                    plan.setdefault((s, steps_for(s, b)), []).append(b)
+    return [(s, k, tuple(bs)) for (s, k), bs in plan.items()]
+
+
+def run_sweep(model, cfg: Config, out_dir: Path, *, quick: bool = False, budgets: tuple[int, ...] | None = None,
+              samplers: tuple[str, ...] | None = None, n: int = 0, precision: str | None = None) -> dict[str, float]:
+    """Score every sampler at every NFE budget on one model; write a markdown table, JSON and a plot in out_dir.
+    The network runs in `precision` (default: the run's train.precision)."""
+    from unigen.families.continuous_diffusion.task import METHODS, unwrap
+    net = unwrap(model)
+    samplers = samplers or METHODS[net.config.method].samplers
+    budgets = budgets or (QUICK_BUDGETS if quick else BUDGETS)
+    scorer = make_scorer(model, cfg, quick=quick, n=n)
+    precision = precision or cfg.train.precision
+    rows = []
+    for sampler, steps, served in sweep_plan(samplers, budgets):
+        rows.append({"sampler": sampler, "steps": steps, "budgets": list(served),
+                     **score(model, scorer, sampler=sampler, steps=steps, guidance=cfg.sample.guidance,
+                             precision=precision)})
+    out_dir = Path(out_dir)
+    write_report(rows, scorer, cfg, out_dir, precision)
+    flat = {f"{scorer.primary}@{r['sampler']}-{int(r['nfe'])}": r[scorer.primary] for r in rows}
+    return {**flat, **scorer.baseline(), **_best(rows, scorer.primary, 35), **_best(rows, scorer.primary, 1000)}
+
+
+def _best(rows: list[dict], metric: str, max_nfe: int) -> dict[str, float]:
+    ok = [r for r in rows if r["nfe"] <= max_nfe and math.isfinite(r[metric])]
+    return {f"best_{metric}_nfe<={max_nfe}": min(r[metric] for r in ok)} if ok else {}
+
+
+def write_report(rows: list[dict], scorer: Scorer, cfg: Config, out_dir: Path, precision: str = "fp32") -> None:
+    """nfe_sweep.json (all rows), nfe_sweep.md (sampler x NFE table of the primary metric), nfe_sweep.png."""
+    from unigen.plot import save_text
+    metric = scorer.primary
+    out_dir.mkdir(parents=True, exist_ok=True)
+    meta = {"preset": cfg.preset, "metric": metric, "n": scorer.n, "seed": scorer.seed, "precision": precision,
+            **scorer.baseline()}
+    save_text(out_dir / "nfe_sweep.json", json.dumps({**meta, "rows": rows}, indent=2))
+    budgets = sorted({b for r in rows for b in r["budgets"]})
+    names = list(dict.fromkeys(r["sampler"] for r in rows))
+    cell = {(r["sampler"], b): r for r in rows for b in r["budgets"]}
+    lines = [f"# {metric} against NFE: {cfg.preset}, {scorer.n} samples, seed {scorer.seed}, network in {precision}", "",
+             f"Real held-out data at the same n: {metric} = {scorer.baseline()[metric + '_data']:.4g} (the floor).",
+             "Each sampler gets the most steps whose NFE fits the budget; the NFE actually used is in brackets when "
+             "it is lower. `ddim` (eta = 0) is omitted: in EDM variables it is the same update as `euler`. Budgets "
+             f"above {LONG_FROM - 1} NFE are run for {', '.join(LONG_SAMPLERS)} only.", "",
+             "| sampler | " + " | ".join(f"NFE {b}" for b in budgets) + " |",
+             "|---|" + "---|" * len(budgets)]
+    for s in names:
+        vals = [_cell(cell.get((s, b)), b, metric) for b in budgets]
+        lines.append(f"| {s} | " + " | ".join(vals) + " |")
+    for cap in sorted({35, max(int(r["nfe"]) for r in rows)}):
+        ok = [r for r in rows if r["nfe"] <= cap and math.isfinite(r[metric])]
+        if ok:
+            b = min(ok, key=lambda r: r[metric])
+            lines.append(f"\nBest at NFE <= {cap}: {b['sampler']} ({b['steps']} steps, NFE {int(b['nfe'])}): "
+                         f"{metric} = {b[metric]:.4g}")
+    save_text(out_dir / "nfe_sweep.md", "\n".join(lines) + "\n")
+    _plot(rows, names, metric, out_dir / "nfe_sweep.png", scorer.baseline()[metric + "_data"])
+
+
+def _cell(r: dict | None, budget: int, metric: str) -> str:
+    if r is None:
+        return ""
+    return f"{r[metric]:.4g}" + (f" ({int(r['nfe'])})" if int(r["nfe"]) != budget else "")
+
+
+def _plot(rows: list[dict], names: list[str], metric: str, path: Path, floor: float) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from unigen.plot import atomic_path
+    fig = Figure(figsize=(6, 4), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for s in names:
+        pts = sorted((r["nfe"], r[metric]) for r in rows if r["sampler"] == s and math.isfinite(r[metric]))
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=s)
+    ax.axhline(floor, color="grey", linestyle="--", label="real data")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("NFE")
+    ax.set_ylabel(metric)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")

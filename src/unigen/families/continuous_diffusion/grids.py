@@ -1,0 +1,117 @@
+"""Noise-level grids for the samplers: decreasing 1-D float64 tensors sigma_0 > ... > sigma_{n-1} > sigma_n = 0.
+
+A grid with n steps has n + 1 entries; the final 0 is appended so every sampler ends on clean data.
+
+Notation
+    n           number of sampler steps (grid length n + 1)
+    i           step index, 0..n-1
+    rho         Karras et al. 2022's warping exponent (EDM Eq. 5), 7 by default
+    lambda      log signal-to-noise ratio in EDM's variables, lambda = -2 ln sigma
+    T           number of discrete DDPM levels (1000)
+    spacing     how DDPM timesteps are picked from 0..T-1 ("leading" | "trailing" | "linspace", as diffusers'
+                `timestep_spacing`; Lin et al. 2023, Table 2)
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from unigen.families.continuous_diffusion.schedules import (EDM, VE, ContinuousVP, DiscreteVP, Flow, Schedule, flow_sigma, vp_sigma)
+from unigen.errors import UserError
+
+
+def _check_n(n: int) -> None:
+    if not isinstance(n, int) or n < 1:
+        raise UserError(f"number of sampler steps must be a positive integer, got {n!r}")
+
+
+def _append_zero(sigmas: Tensor) -> Tensor:
+    return torch.cat([sigmas, sigmas.new_zeros(1)])
+
+
+def karras_sigmas(n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> Tensor:
+    """Karras et al. 2022, Eq. 5: sigma_i = (smax^(1/rho) + i/(n-1) (smin^(1/rho) - smax^(1/rho)))^rho, then 0."""
+    _check_n(n)
+    if not 0 < sigma_min < sigma_max:
+        raise UserError(f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
+    ramp = torch.linspace(0, 1, n, dtype=torch.float64)              # (n,) i / (n - 1)
+    inv_max, inv_min = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
+    return _append_zero((inv_max + ramp * (inv_min - inv_max)) ** rho)
+
+
+def logsnr_sigmas(n: int, sigma_min: float, sigma_max: float) -> Tensor:
+    """Lu et al. 2022 (DPM-Solver), Sec. 3.3: lambda = -2 ln sigma uniform, i.e. sigma geometric from max to min."""
+    _check_n(n)
+    if not 0 < sigma_min < sigma_max:
+        raise UserError(f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
+    lam = torch.linspace(-2 * math.log(sigma_max), -2 * math.log(sigma_min), n, dtype=torch.float64)  # (n,)
+    return _append_zero(torch.exp(-lam / 2))
+
+
+def ve_sigmas(n: int, sigma_min: float = 0.02, sigma_max: float = 100.0) -> Tensor:
+    """Song et al. 2021, Sec. 3.4 / EDM Table 1 (VE): t uniform in [1, 0] on the geometric VE schedule."""
+    return logsnr_sigmas(n, sigma_min, sigma_max)
+
+
+def vp_sigmas(n: int, beta_min: float = 0.1, beta_max: float = 20.0, eps_t: float = 1e-3) -> Tensor:
+    """EDM Table 1 (VP): t_i = 1 + i/(n-1) (eps_t - 1), sigma_i = sigma_VP(t_i) (Song et al. 2021's uniform-t grid)."""
+    _check_n(n)
+    t = torch.linspace(1.0, eps_t, n, dtype=torch.float64)          # (n,)
+    return _append_zero(vp_sigma(t, beta_min, beta_max))
+
+
+def flow_sigmas(n: int, t_max: float = 0.999, shift: float = 1.0) -> Tensor:
+    """Flow matching grid: t_i = t_max (1 - i/n), optionally shifted (Esser et al. 2024, Eq. 23), sigma = t/(1 - t).
+
+    t = 1 is sigma = inf, so the grid starts at t_max < 1 (sigma_0 = 999 by default); the last entry t = 0 is the
+    appended sigma = 0. shift > 1 spends more steps at high noise: t <- shift t / (1 + (shift - 1) t).
+    """
+    _check_n(n)
+    if not 0 < t_max < 1:
+        raise UserError(f"flow grid needs 0 < t_max < 1 (t = 1 is sigma = inf), got t_max={t_max}")
+    if shift <= 0:
+        raise UserError(f"flow time shift must be > 0, got {shift}")
+    t = t_max * (1 - torch.arange(n + 1, dtype=torch.float64) / n)  # (n + 1,) ends at exactly 0
+    t = shift * t / (1 + (shift - 1) * t)
+    return flow_sigma(t)
+
+
+def ddpm_timesteps(T: int, n: int, spacing: str = "leading", steps_offset: int = 0) -> Tensor:
+    """Lin et al. 2023, Table 2 (diffusers' `timestep_spacing`): n of the T DDPM indices, decreasing. (n,) long."""
+    _check_n(n)
+    if n > T:
+        raise UserError(f"cannot take {n} steps from a schedule with {T} levels")
+    if spacing == "leading":
+        ts = torch.arange(n, dtype=torch.float64) * (T // n) + steps_offset
+    elif spacing == "trailing":
+        ts = torch.round(T - torch.arange(n, dtype=torch.float64) * (T / n)) - 1
+    elif spacing == "linspace":
+        ts = torch.round(torch.linspace(0, T - 1, n, dtype=torch.float64))
+    else:
+        raise UserError(f"unknown timestep spacing {spacing!r}; choose leading, trailing or linspace")
+    return ts.long().sort(descending=True).values
+
+
+def ddpm_sigmas(schedule: DiscreteVP, n: int, spacing: str = "leading", steps_offset: int = 0) -> Tensor:
+    """Ho et al. 2020's discrete levels sigma_t = sqrt((1 - alpha_bar_t)/alpha_bar_t) at `ddpm_timesteps`, then 0."""
+    if not isinstance(schedule, DiscreteVP):
+        raise UserError(f"ddpm_sigmas needs a discrete DDPM schedule, got {type(schedule).__name__}")
+    ts = ddpm_timesteps(schedule.T, n, spacing, steps_offset)
+    return _append_zero(schedule.sigmas[ts])
+
+
+def default_sigmas(schedule: Schedule, n: int) -> Tensor:
+    """The grid each schedule's paper samples with: DDPM trailing levels, Song's uniform t (VP) or geometric (VE)
+    grid, EDM's rho = 7 grid, uniform flow time."""
+    builders = {
+        DiscreteVP: lambda: ddpm_sigmas(schedule, n, "trailing"),
+        ContinuousVP: lambda: vp_sigmas(n, schedule.beta_min, schedule.beta_max, schedule.eps_t),
+        VE: lambda: ve_sigmas(n, schedule.sigma_min, schedule.sigma_max),
+        EDM: lambda: karras_sigmas(n, schedule.sigma_min, schedule.sigma_max),
+        Flow: lambda: flow_sigmas(n, schedule.t_max),
+    }
+    if type(schedule) not in builders:
+        raise UserError(f"no default grid for schedule {type(schedule).__name__}")
+    return builders[type(schedule)]()

@@ -1,0 +1,108 @@
+"""Probability-flow likelihood against the exact Gaussian log-density.
+
+For data N(mu, Sigma) the ODE is solvable, so the exactly-integrated estimator returns
+    -log p(x; sigma_min) + [log p(x_T; sigma_max) - log N(x_T; 0, sigma_max^2 I)],   x_T = exact ODE image of x,
+the bracket being the (tiny, known) error of standing in N(0, sigma_max^2 I) for the true p(.; sigma_max). What is
+left is the ODE discretisation error, which must shrink with the method's order.
+"""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from unigen.families.continuous_diffusion import Gaussian, bits_per_dim, dequantize, karras_sigmas, ode_nll
+from unigen.errors import UserError
+
+F64 = torch.float64
+DATA = Gaussian(torch.tensor([0.5, -0.3], dtype=F64), torch.tensor([[1.0, 0.7], [0.7, 0.9]], dtype=F64))
+SIGMA_MIN, SIGMA_MAX = 0.01, 80.0
+
+
+def _up(n):
+    return karras_sigmas(n, SIGMA_MIN, SIGMA_MAX)[:-1].flip(0)       # increasing sigma_min -> sigma_max
+
+
+def _expected_nll(x):
+    x_T = DATA.ode(x, SIGMA_MIN, SIGMA_MAX)
+    log_prior = -0.5 * (x_T ** 2).sum(1) / SIGMA_MAX ** 2 - math.log(2 * math.pi * SIGMA_MAX ** 2)
+    return -DATA.log_prob(x, SIGMA_MIN) + DATA.log_prob(x_T, SIGMA_MAX) - log_prior
+
+
+def _points(n=64, seed=0):
+    x0 = DATA.sample(n, torch.Generator().manual_seed(seed))
+    return x0 + SIGMA_MIN * torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed + 1), dtype=F64)
+
+
+@pytest.mark.parametrize("method, order", [("heun", 2), ("rk4", 4)])
+def test_exact_trace_nll_converges_to_the_gaussian_nll(method, order):
+    x = _points()
+    ref = _expected_nll(x)
+    steps, errors = [16, 32, 64], []
+    for n in steps:
+        out = ode_nll(DATA.denoiser, x, _up(n), trace="exact", method=method)
+        errors.append((out["nll"] - ref).abs().max().item())
+        assert out["nfe"] == {"heun": 2, "rk4": 4}[method] * (n - 1)
+    slope = -np.polyfit(np.log(steps), np.log(errors), 1)[0]
+    assert abs(slope - order) < 0.3, (errors, slope)
+
+
+def test_rk4_resolves_the_prior_stand_in_term():
+    """With 128 RK4 steps the estimate matches the exact value to a tenth of the (known, small) error of standing in
+    N(0, sigma_max^2 I) for p(.; sigma_max): the oracle's correction term is needed and the estimator sees it."""
+    x = _points()
+    out = ode_nll(DATA.denoiser, x, _up(128), trace="exact", method="rk4")
+    mismatch = _expected_nll(x) + DATA.log_prob(x, SIGMA_MIN)        # log p(x_T; s_max) - log N(x_T; 0, s_max^2)
+    assert ((out["nll"] - _expected_nll(x)).abs() < mismatch.abs() / 10).all()
+
+
+@pytest.mark.parametrize("probe", ["rademacher", "gaussian"])
+def test_hutchinson_is_unbiased_around_the_exact_trace(probe):
+    """Same ODE path (the probes do not move x), so Hutchinson minus exact is a zero-mean noise per point; its mean
+    over many points must be within 5 standard errors of 0, and its spread must shrink like 1/sqrt(n_probes)."""
+    x = _points(n=1000, seed=2)
+    grid = _up(12)
+    exact = ode_nll(DATA.denoiser, x, grid, trace="exact")["nll"]
+    spread = {}
+    for k in (1, 4):
+        est = ode_nll(DATA.denoiser, x, grid, trace="hutchinson", probe=probe, n_probes=k,
+                      generator=torch.Generator().manual_seed(3))["nll"]
+        diff = est - exact
+        assert diff.std() > 0                                         # the correlated 2-D Gaussian has off-diagonal J
+        assert abs(diff.mean().item()) < 5 * diff.std().item() / math.sqrt(len(diff))
+        spread[k] = diff.std().item()
+    assert spread[4] == pytest.approx(spread[1] / 2, rel=0.15)      # var ~ 1/k; 1000 points: ~5% error on a std
+
+
+def test_bits_per_dim_of_uniform_8bit_data_is_8():
+    """The uniform density on [-1, 1]^d has NLL d ln 2 nats; over 256 levels that is exactly 8 bits per dimension."""
+    d = 12
+    assert bits_per_dim(torch.tensor([d * math.log(2)]), d).item() == pytest.approx(8.0)
+
+
+def test_dequantize_fills_each_pixel_cell():
+    k = torch.arange(256, dtype=F64).repeat(50)
+    x = k / 127.5 - 1                                                 # 8-bit pixels scaled to [-1, 1]
+    u = dequantize(x, generator=torch.Generator().manual_seed(0))
+    cell = (u + 1) * 128                                              # in [k, k + 1)
+    assert ((cell >= k) & (cell < k + 1)).all()
+    assert abs((cell - k).mean().item() - 0.5) < 5 * math.sqrt(1 / 12 / len(k))
+
+
+def test_ode_nll_works_on_image_shaped_inputs():
+    data = Gaussian.isotropic(0.0, 0.5, 4)
+    x = data.sample(3, torch.Generator().manual_seed(0))
+    D = lambda x, s: data.denoiser(x.reshape(3, 4), s).reshape(x.shape)   # noqa: E731
+    flat = ode_nll(data.denoiser, x, _up(6), trace="exact")["nll"]
+    img = ode_nll(D, x.reshape(3, 1, 2, 2), _up(6), trace="exact")["nll"]
+    torch.testing.assert_close(img, flat)
+
+
+def test_bad_likelihood_arguments_raise_user_error():
+    x = _points(4)
+    with pytest.raises(UserError):
+        ode_nll(DATA.denoiser, x, karras_sigmas(4))                  # decreasing grid
+    with pytest.raises(UserError):
+        ode_nll(DATA.denoiser, x, _up(4), method="euler")
+    with pytest.raises(UserError):
+        ode_nll(DATA.denoiser, x, _up(4), trace="hutchinson", probe="cauchy")

@@ -1,0 +1,259 @@
+"""Samplers against closed-form answers: for Gaussian data the probability-flow ODE is solvable, so deterministic
+samplers must converge to the exact endpoint with their order, and stochastic ones must reproduce the data moments."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from unigen.families.continuous_diffusion import (Gaussian, GaussianMixture, SAMPLERS, ddpm_linear, ddpm_sigmas, flow_sigmas,
+                              invert_ddim, karras_sigmas, nfe)
+from unigen.families.continuous_diffusion.samplers import sample_ddim, sample_ddpm, sample_euler, sample_flow_euler
+from unigen.errors import UserError
+
+F64 = torch.float64
+DATA = Gaussian(torch.tensor([0.3, -0.5], dtype=F64), torch.tensor([[1.0, 0.6], [0.6, 0.8]], dtype=F64))
+
+
+def _start(n_points=64, seed=0):
+    return torch.randn(n_points, 2, generator=torch.Generator().manual_seed(seed), dtype=F64)
+
+
+def _slope(steps, errors):
+    """Least-squares slope of -log(error) against log(steps): the observed convergence order."""
+    return -np.polyfit(np.log(steps), np.log(errors), 1)[0]
+
+
+def _ode_errors(name, steps, data=DATA, exact=None):
+    """Max error at sigma = 0 of sampler `name` against the exact ODE solution, for each number of steps.
+
+    Karras grids end with a step from sigma_min = 0.002 to 0 that every one of these samplers takes as
+    x = D(x; sigma_min) (Euler to 0; Heun's and DPM-Solver++'s last step is first order), so the oracle is the exact
+    ODE to sigma_min followed by that same final denoising; flow grids shrink their last step with n, so they are
+    compared at 0.
+    """
+    errors = []
+    for n in steps:
+        flow = name.startswith("flow")
+        sigmas = flow_sigmas(n) if flow else karras_sigmas(n)
+        x = _start() * sigmas[0]
+        out = SAMPLERS[name](data.denoiser, x, sigmas)
+        if exact is not None:
+            ref = exact(x, sigmas)
+        elif flow:
+            ref = data.ode(x, sigmas[0], 0.0)
+        else:
+            ref = data.denoiser(data.ode(x, sigmas[0], sigmas[-2]), sigmas[-2])
+        errors.append((out - ref).abs().max().item())
+    return errors
+
+
+@pytest.mark.parametrize("name, order", [("euler", 1), ("ddim", 1), ("flow-euler", 1), ("heun", 2), ("dpmpp-2m", 2)])
+def test_deterministic_samplers_converge_with_their_order(name, order):
+    steps = [16, 32, 64, 128]
+    errors = _ode_errors(name, steps)
+    assert errors[-1] < errors[0] / 2 ** (3 * order - 1)
+    assert abs(_slope(steps, errors) - order) < 0.25, (errors, _slope(steps, errors))
+
+
+def test_flow_midpoint_converges_at_least_second_order():
+    """On a Gaussian the midpoint rule's h^2 error term integrates to zero along these linear ODEs and the observed
+    order is 3; second order (or better) is what the method promises, checked on the mixture below."""
+    steps = [8, 16, 32, 64]
+    errors = _ode_errors("flow-midpoint", steps)
+    assert _slope(steps, errors) > 1.9 and errors[-1] < 1e-5
+
+
+def _mixture_ode_numpy(x, sigma_from, sigma_to, w, mus, stds):
+    """High-accuracy reference for a 1-D Gaussian-mixture PF-ODE: scipy's DOP853 in u = ln sigma, denoiser in numpy."""
+    solve_ivp = pytest.importorskip("scipy.integrate").solve_ivp
+
+    def rhs(u, y):
+        var = stds ** 2 + math.exp(2 * u)                              # (K,)
+        logp = np.log(w) - 0.5 * (y[:, None] - mus) ** 2 / var - 0.5 * np.log(2 * np.pi * var)
+        r = np.exp(logp - logp.max(1, keepdims=True))
+        r /= r.sum(1, keepdims=True)
+        D_x = (r * (mus + stds ** 2 / var * (y[:, None] - mus))).sum(1)
+        return y - D_x                                                # dx/dln sigma = x - D
+
+    sol = solve_ivp(rhs, (math.log(sigma_from), math.log(sigma_to)), x, method="DOP853", rtol=1e-12, atol=1e-12)
+    return sol.y[:, -1]
+
+
+@pytest.mark.parametrize("name, order", [("heun", 2), ("dpmpp-2m", 2), ("flow-midpoint", 2), ("euler", 1)])
+def test_orders_on_a_gaussian_mixture(name, order):
+    """A non-linear denoiser (two-component mixture), against an independent numpy/scipy ODE solution."""
+    w, mus, stds = np.array([0.3, 0.7]), np.array([-1.0, 1.5]), np.array([0.3, 0.5])
+    mix = GaussianMixture(torch.tensor(w), (Gaussian.isotropic(-1.0, 0.3), Gaussian.isotropic(1.5, 0.5)))
+    flow = name.startswith("flow")
+
+    def exact(x, sigmas):
+        last = 1e-9 if flow else sigmas[-2].item()
+        y = torch.tensor(_mixture_ode_numpy(x[:, 0].numpy(), sigmas[0].item(), last, w, mus, stds)).reshape(-1, 1)
+        return y if flow else mix.denoiser(y, last)
+
+    steps = [16, 32, 64] if order == 2 else [64, 128, 256]            # Euler is pre-asymptotic below ~64 steps here
+    xs = _start(8)[:, :1]
+    errors = []
+    for n in steps:
+        sigmas = flow_sigmas(n) if flow else karras_sigmas(n)
+        out = SAMPLERS[name](mix.denoiser, xs * sigmas[0], sigmas)
+        errors.append((out - exact(xs * sigmas[0], sigmas)).abs().max().item())
+    assert abs(_slope(steps, errors) - order) < 0.35, (errors, _slope(steps, errors))
+
+
+def test_ddim_eta0_is_euler_and_flow_euler_is_euler():
+    """DDIM(eta = 0) equals Euler in EDM variables on the same grid; so does Euler in flow time (same x0/eps split)."""
+    sigmas = karras_sigmas(13)
+    x = _start() * sigmas[0]
+    ref = sample_euler(DATA.denoiser, x, sigmas)
+    torch.testing.assert_close(sample_ddim(DATA.denoiser, x, sigmas, eta=0.0), ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(sample_flow_euler(DATA.denoiser, x, sigmas), ref, rtol=1e-10, atol=1e-10)
+
+
+def test_ddim_eta1_and_ddpm_equal_ho_posterior_step():
+    """One DDIM(eta = 1) step and one DDPM step between consecutive DDPM levels equal Ho et al. Eq. 6-7:
+    x_{t-1} = sqrt(a_{t-1}) b_t/(1 - a_t) x0 + sqrt(alpha_t)(1 - a_{t-1})/(1 - a_t) x_t + sqrt(b~_t) z
+    (VP variables)."""
+    sched = ddpm_linear()
+    a = sched.alpha_bar
+    for t in (1, 10, 500, 999):
+        a_t, a_prev = a[t], a[t - 1]
+        alpha_t, beta_t = a_t / a_prev, 1 - a_t / a_prev
+        x_vp = _start(8, seed=t)
+        sigma, sigma_prev = sched.sigmas[t], sched.sigmas[t - 1]
+        x = x_vp / a_t.sqrt()
+        x0 = DATA.denoiser(x, sigma.expand(8))
+        z = torch.randn(8, 2, generator=torch.Generator().manual_seed(99), dtype=F64)
+        mean = a_prev.sqrt() * beta_t / (1 - a_t) * x0 + alpha_t.sqrt() * (1 - a_prev) / (1 - a_t) * x_vp
+        ref = mean + ((1 - a_prev) / (1 - a_t) * beta_t).sqrt() * z                    # VP variables at t-1
+        grid = torch.stack([sigma, sigma_prev, torch.zeros((), dtype=F64)])
+        for sampler, kw in ((sample_ddim, {"eta": 1.0}), (sample_ddpm, {})):
+            seen = []
+            sampler(DATA.denoiser, x, grid, generator=torch.Generator().manual_seed(99),
+                    callback=lambda info: seen.append(info["x"]), **kw)
+            torch.testing.assert_close(seen[0] * a_prev.sqrt(), ref, rtol=1e-10, atol=1e-10)
+
+
+def test_ddim_inversion_follows_the_exact_ode_and_round_trips():
+    """invert_ddim is Euler up the grid: first-order convergence to the exact ODE map, and DDIM back recovers x."""
+    x_data = DATA.sample(64, torch.Generator().manual_seed(5))
+    errs = []
+    for n in (32, 64, 128):
+        up = karras_sigmas(n, sigma_min=0.01, sigma_max=20.0)[:-1].flip(0)   # increasing
+        z = invert_ddim(DATA.denoiser, x_data, up)
+        errs.append((z - DATA.ode(x_data, up[0], up[-1])).abs().max().item())
+        back = sample_ddim(DATA.denoiser, z, torch.cat([up.flip(0), up.new_zeros(1)]))
+        exact_back = DATA.denoiser(x_data, up[0])                     # the final DDIM step from sigma_min denoises
+        assert (back - exact_back).abs().max() < 40 * errs[-1]        # both legs are O(1/n)
+    assert abs(_slope([32, 64, 128], errs) - 1) < 0.2
+
+
+# ---- stochastic samplers: moments of the output against the data's ---------------------------------------------
+
+def _moments_ok(out, mu, var):
+    """Per-coordinate mean and variance within 5 standard errors of the truth (n iid draws per coordinate)."""
+    n = out.shape[0]
+    se_mean = (var / n).sqrt()
+    se_var = var * math.sqrt(2 / (n - 1))
+    assert ((out.mean(0) - mu).abs() < 5 * se_mean).all(), (out.mean(0), mu)
+    assert ((out.var(0) - var).abs() < 5 * se_var).all(), (out.var(0), var)
+
+
+STOCHASTIC = [
+    # (name, grid, options); each discretisation bias is at most ~1 standard error at this sample size (checked
+    # over several seeds); DDPM's beta_tilde variance is the lower bound (Ho et al. Sec. 3.2), ~1% low here
+    ("ddpm", lambda: ddpm_sigmas(ddpm_linear(), 1000), {}),                     # all 1000 DDPM levels
+    ("ddpm", lambda: ddpm_sigmas(ddpm_linear(), 100, "trailing"), {"variance": "large"}),
+    ("ddim", lambda: ddpm_sigmas(ddpm_linear(), 1000), {"eta": 1.0}),
+    ("euler-maruyama", lambda: ddpm_sigmas(ddpm_linear(), 1000), {}),          # weak order 1: ~0.5% at 1000 steps
+    ("heun-churn", lambda: karras_sigmas(256), {"S_noise": 1.0}),               # S_noise = 1: no inflation
+    # Langevin's stationary variance is v / (1 - snr^2): snr = 0.05 keeps that 0.25% bias below the tolerance
+    ("pc", lambda: ddpm_sigmas(ddpm_linear(), 1000), {"snr": 0.05}),
+]
+
+
+@pytest.mark.parametrize("name, grid, options", STOCHASTIC, ids=[f"{c[0]}-{i}" for i, c in enumerate(STOCHASTIC)])
+def test_stochastic_samplers_reproduce_data_moments(name, grid, options):
+    mu, std, d, n = 0.7, 1.3, 4, 4000
+    data = Gaussian.isotropic(mu, std, d)
+    gen = torch.Generator().manual_seed(11)
+    sigmas = grid()
+    x = torch.randn(n, d, generator=gen, dtype=F64) * sigmas[0]
+    out = SAMPLERS[name](data.denoiser, x, sigmas, generator=gen, **options)
+    _moments_ok(out.reshape(-1, 1), torch.tensor([mu], dtype=F64), torch.tensor([std ** 2], dtype=F64))
+
+
+def test_stochastic_samplers_are_reproducible_with_a_generator_and_differ_across_seeds():
+    sigmas = karras_sigmas(10)
+    x = _start() * sigmas[0]
+    for name, opts in (("ddpm", {}), ("ddim", {"eta": 0.5}), ("euler-maruyama", {}), ("heun-churn", {}), ("pc", {})):
+        a = SAMPLERS[name](DATA.denoiser, x, sigmas, generator=torch.Generator().manual_seed(1), **opts)
+        b = SAMPLERS[name](DATA.denoiser, x, sigmas, generator=torch.Generator().manual_seed(1), **opts)
+        c = SAMPLERS[name](DATA.denoiser, x, sigmas, generator=torch.Generator().manual_seed(2), **opts)
+        assert torch.equal(a, b) and not torch.equal(a, c), name
+
+
+# ---- contract: NFE, callback, shapes, errors ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_nfe_rule_counts_denoiser_calls_and_callback_sees_every_step(name):
+    calls, seen = [], []
+
+    def D(x, sigma):
+        assert sigma.shape == (x.shape[0],) and sigma.dtype == x.dtype
+        calls.append(1)
+        return DATA.denoiser(x.reshape(-1, 2), sigma.repeat_interleave(x[0].numel() // 2)).reshape(x.shape)
+
+    for n in (1, 2, 7):
+        calls.clear(), seen.clear()
+        sigmas = flow_sigmas(n) if name.startswith("flow") else karras_sigmas(n)
+        x = torch.randn(3, 2, 2, generator=torch.Generator().manual_seed(0), dtype=F64) * sigmas[0]
+        out = SAMPLERS[name](D, x, sigmas, generator=torch.Generator().manual_seed(0),
+                             callback=lambda info: seen.append(info["i"]))
+        assert out.shape == x.shape and torch.isfinite(out).all()
+        assert len(calls) == nfe(name, n), (name, n, len(calls))
+        assert seen == list(range(n))
+
+
+def test_float32_sampling_keeps_dtype():
+    sigmas = karras_sigmas(5)
+    x = torch.randn(4, 2) * sigmas[0]
+    D = lambda x, s: DATA.denoiser(x, s)                              # noqa: E731 (Gaussian casts to x's dtype)
+    for name in SAMPLERS:
+        assert SAMPLERS[name](D, x, sigmas, generator=torch.Generator().manual_seed(0)).dtype == torch.float32
+
+
+@pytest.mark.parametrize("bad", [torch.tensor([1.0, 0.5]), torch.tensor([1.0, 2.0, 0.0]), torch.tensor([0.0]),
+                                 torch.tensor([float("inf"), 1.0, 0.0]), torch.ones(2, 2)])
+def test_bad_grids_raise_user_error(bad):
+    with pytest.raises(UserError):
+        sample_euler(DATA.denoiser, torch.zeros(2, 2), bad)
+
+
+def test_bad_options_raise_user_error():
+    sigmas = karras_sigmas(3)
+    with pytest.raises(UserError):
+        sample_ddim(DATA.denoiser, torch.zeros(2, 2), sigmas, eta=1.5)
+    with pytest.raises(UserError):
+        sample_ddpm(DATA.denoiser, torch.zeros(2, 2), sigmas, variance="huge")
+    with pytest.raises(UserError):
+        invert_ddim(DATA.denoiser, torch.zeros(2, 2), sigmas)          # decreasing grid
+    with pytest.raises(UserError):
+        nfe("nope", 3)
+
+
+def test_langevin_corrector_pulls_a_coarse_predictor_toward_the_data():
+    """On a coarse grid Euler-Maruyama's weak error inflates the variance (each step adds sigma^2 - sigma'^2 of noise,
+    more than the exact reverse transition's); the Langevin corrector targets p(x; sigma') and removes most of it."""
+    mu, std, d, n = 0.7, 1.3, 16, 1000
+    data = Gaussian.isotropic(mu, std, d)
+    sigmas = karras_sigmas(50)
+    x = torch.randn(n, d, generator=torch.Generator().manual_seed(3), dtype=F64) * sigmas[0]
+    bias = {}
+    for name, opts in (("euler-maruyama", {}), ("pc", {"snr": 0.16})):
+        out = SAMPLERS[name](data.denoiser, x, sigmas, generator=torch.Generator().manual_seed(4), **opts)
+        bias[name] = out.var().item() / std ** 2 - 1
+    se = math.sqrt(2 / (n * d))
+    assert bias["euler-maruyama"] > 10 * se                           # the predictor alone is visibly biased
+    assert abs(bias["pc"]) < bias["euler-maruyama"] / 2, bias

@@ -1,0 +1,142 @@
+"""Schedules and grids against their papers' formulas, evaluated independently (numpy loops, quadrature)."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from unigen.families.continuous_diffusion import (EDM, SCHEDULES, VE, ContinuousVP, DiscreteVP, Flow, ddpm_cosine, ddpm_linear,
+                              default_sigmas, flow_sigmas, get_schedule, karras_sigmas, logsnr_sigmas, ve_sigmas,
+                              vp_sigmas)
+from unigen.families.continuous_diffusion.grids import ddpm_timesteps
+from unigen.errors import UserError
+
+F64 = torch.float64
+
+
+def test_linear_ddpm_alpha_bar_is_the_running_product():
+    """Ho et al. 2020: beta_t linear in [1e-4, 0.02], alpha_bar_t = prod (1 - beta_s); plain Python loop."""
+    a, ref = 1.0, []
+    for t in range(1000):
+        a *= 1 - (1e-4 + (0.02 - 1e-4) * t / 999)
+        ref.append(a)
+    torch.testing.assert_close(ddpm_linear().alpha_bar, torch.tensor(ref, dtype=F64), rtol=1e-12, atol=0)
+
+
+def test_cosine_alpha_bar_follows_f_of_t():
+    """Nichol & Dhariwal 2021, Eq. 17: alpha_bar_t = f(t+1)/f(0) with f = cos^2(((t/T) + s)/(1 + s) pi/2) while
+    beta < 0.999 (the clip only bites at the very last step)."""
+    T, s = 1000, 0.008
+    f = lambda t: math.cos((t / T + s) / (1 + s) * math.pi / 2) ** 2  # noqa: E731
+    ref = torch.tensor([f(t + 1) / f(0) for t in range(T - 1)], dtype=F64)
+    torch.testing.assert_close(ddpm_cosine().alpha_bar[:-1], ref, rtol=1e-10, atol=1e-15)
+    assert 1 - ddpm_cosine().alpha_bar[-1] / ddpm_cosine().alpha_bar[-2] == pytest.approx(0.999)
+
+
+def test_continuous_vp_matches_song_integral():
+    """Song et al. 2021: alpha_bar(t) = exp(-int_0^t beta(s) ds), beta linear; sigma = sqrt(1/alpha_bar - 1)."""
+    sched = ContinuousVP()
+    t = torch.linspace(1e-3, 1, 50, dtype=F64)
+    for ti in t.tolist():
+        grid = np.linspace(0, ti, 2001)
+        integral = np.trapezoid(0.1 + grid * (20 - 0.1), grid)        # exact for a linear integrand
+        expected = math.sqrt(math.exp(integral) - 1)
+        assert sched.sigma(torch.tensor(ti, dtype=F64)).item() == pytest.approx(expected, rel=1e-10)
+    assert sched.s(t).pow(2).tolist() == pytest.approx((1 / (1 + sched.sigma(t) ** 2)).tolist(), rel=1e-12)
+
+
+@pytest.mark.parametrize("schedule", [ddpm_linear(), ddpm_cosine(), ContinuousVP(), VE(), EDM(), Flow()],
+                         ids=lambda s: type(s).__name__)
+def test_t_of_sigma_inverts_sigma_of_t_and_scale_is_s(schedule):
+    if isinstance(schedule, DiscreteVP):
+        t = torch.tensor([0.0, 1.0, 17.0, 17.25, 500.5, 998.0, 999.0], dtype=F64)
+    else:
+        t = torch.tensor([0.01, 0.1, 0.37, 0.5, 0.9, 0.99], dtype=F64)
+    sigma = schedule.sigma(t)
+    assert (sigma[1:] > sigma[:-1]).all()                             # noise grows with t
+    torch.testing.assert_close(schedule.t(sigma), t, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(schedule.scale(sigma), schedule.s(t), rtol=1e-12, atol=1e-12)
+
+
+def test_discrete_levels_are_exact_on_integers_and_c_noise_is_the_index():
+    sched = ddpm_linear()
+    n = torch.arange(1000)
+    a = sched.alpha_bar
+    torch.testing.assert_close(sched.sigma(n.double()), ((1 - a) / a).sqrt(), rtol=1e-12, atol=0)
+    torch.testing.assert_close(sched.c_noise(sched.sigmas.float()), n.float(), rtol=0, atol=2e-3)
+    assert sched.c_noise(torch.tensor([1e-6, 1e6])).tolist() == [0.0, 999.0]   # saturates outside the range
+
+
+def test_flow_schedule_is_the_linear_interpolation():
+    """x_t = (1 - t) x0 + t eps equals s(t) (x0 + sigma(t) eps) with s = 1 - t, sigma = t / (1 - t)."""
+    sched, t = Flow(), torch.tensor([0.1, 0.5, 0.8], dtype=F64)
+    x0, eps = torch.tensor(2.0, dtype=F64), torch.tensor(-0.7, dtype=F64)
+    torch.testing.assert_close(sched.s(t) * (x0 + sched.sigma(t) * eps), (1 - t) * x0 + t * eps)
+    assert sched.c_noise(sched.sigma(t)).tolist() == pytest.approx(t.tolist())
+
+
+def test_c_noise_per_schedule_follows_edm_table_1():
+    sigma = torch.tensor([0.1, 1.0, 10.0], dtype=F64)
+    assert EDM().c_noise(sigma).tolist() == pytest.approx((np.log(sigma.numpy()) / 4).tolist())
+    assert VE().c_noise(sigma).tolist() == pytest.approx(np.log(0.5 * sigma.numpy()).tolist())
+    assert ContinuousVP().c_noise(sigma).tolist() == pytest.approx((999 * ContinuousVP().t(sigma)).tolist())
+
+
+def test_karras_grid_is_edm_eq_5():
+    n, smin, smax, rho = 18, 0.002, 80.0, 7.0
+    ref = [(smax ** (1 / rho) + i / (n - 1) * (smin ** (1 / rho) - smax ** (1 / rho))) ** rho for i in range(n)]
+    grid = karras_sigmas(n, smin, smax, rho)
+    assert len(grid) == n + 1 and grid[-1] == 0
+    assert grid[0].item() == pytest.approx(smax, rel=1e-14) and grid[-2].item() == pytest.approx(smin, rel=1e-12)
+    assert (grid[1:] < grid[:-1]).all()
+    torch.testing.assert_close(grid[:-1], torch.tensor(ref, dtype=F64), rtol=1e-13, atol=0)
+    assert karras_sigmas(1).tolist() == [80.0, 0.0]
+
+
+def test_vp_ve_logsnr_grids():
+    vp = vp_sigmas(10)
+    sched = ContinuousVP()
+    torch.testing.assert_close(sched.t(vp[:-1]), torch.linspace(1, 1e-3, 10, dtype=F64), rtol=1e-10, atol=1e-12)
+    ve = ve_sigmas(10)
+    assert ve[0].item() == pytest.approx(100) and ve[-2].item() == pytest.approx(0.02) and ve[-1] == 0
+    lam = -2 * torch.log(logsnr_sigmas(7, 0.01, 50.0)[:-1])             # log-SNR in EDM variables
+    torch.testing.assert_close(lam.diff(), torch.full((6,), lam.diff()[0].item(), dtype=F64))   # uniform
+
+
+def test_flow_grid_endpoints_and_shift():
+    grid = flow_sigmas(10, t_max=0.999)
+    t = grid / (1 + grid)
+    assert t[0].item() == pytest.approx(0.999) and grid[-1] == 0 and (grid[1:] < grid[:-1]).all()
+    torch.testing.assert_close(t.diff(), torch.full((10,), -0.0999, dtype=F64))
+    shifted = flow_sigmas(10, t_max=0.999, shift=3.0)
+    assert (shifted[1:-1] > grid[1:-1]).all()                         # shift > 1 spends more steps at high noise
+
+
+@settings(max_examples=40, deadline=None)
+@given(T=st.integers(2, 1200), n_frac=st.floats(0.0, 1.0))
+def test_ddpm_timesteps_are_distinct_decreasing_levels(T, n_frac):
+    n = max(1, int(n_frac * T))
+    for spacing in ("leading", "trailing", "linspace"):
+        ts = ddpm_timesteps(T, n, spacing)
+        assert len(ts) == n and ts.min() >= 0 and ts.max() <= T - 1
+        assert (ts[1:] < ts[:-1]).all(), (T, n, spacing, ts)
+
+
+def test_default_grids_and_registry():
+    for name in SCHEDULES:
+        sched = get_schedule(name)
+        grid = default_sigmas(sched, 8)
+        assert len(grid) == 9 and grid[-1] == 0 and (grid[1:] < grid[:-1]).all()
+        assert grid[0].item() == pytest.approx(sched.sigma_max, rel=1e-9)
+    with pytest.raises(UserError):
+        get_schedule("nope")
+
+
+@pytest.mark.parametrize("call", [lambda: karras_sigmas(0), lambda: karras_sigmas(3, 1.0, 0.5),
+                                  lambda: flow_sigmas(4, t_max=1.0), lambda: ddpm_timesteps(10, 11),
+                                  lambda: ddpm_timesteps(10, 3, "sideways"), lambda: flow_sigmas(3, shift=0)])
+def test_bad_grid_arguments_raise_user_error(call):
+    with pytest.raises(UserError):
+        call()
