@@ -4,7 +4,7 @@
 
 Everything runs through unigen's CLI and public API: runs are trained with `unigen train PRESET --out ...`
 (subprocesses, the command is recorded), scored with `unigen eval RUN --json`, `unigen.families.continuous_diffusion.evaluate`
-(`make_scorer`, `score`, `run_sweep`, `write_report`) and `python -m unigen.families.continuous_diffusion.rectified`. Trained runs land in
+(`make_scorer`, `score`, `run_sweep`, `write_report`) and `python -m unigen.experiments.rectified_flow`. Trained runs land in
 DIR/runs/PRESET and are reused when their config.json matches; a part whose settings match its DIR/PART.json is
 not re-run, so parts can be run one at a time and the markdown rebuilt from all of them. Parts:
 
@@ -16,7 +16,7 @@ not re-run, so parts can be run one at a time and the markdown rebuilt from all 
                SWD and MMD^2 with each preset's default sampler (`unigen eval`), with its own sampler at `--toy-nfe`
                NFE, and with Heun at `--toy-nfe` NFE for all three
     rectified  1-rectified, 2-rectified (reflow) and distilled one-step flow on toy2d moons: SWD at 1 and 2 Euler
-               steps and straightness (`python -m unigen.families.continuous_diffusion.rectified`)
+               steps and straightness (`python -m unigen.experiments.rectified_flow`)
 
 DIR/PART.json hold the raw numbers, DIR/diffusion_quality.md the tables (copy it to benchmarks/diffusion_quality.md).
 """
@@ -38,7 +38,8 @@ import torch
 from benchmarks.harness import log, machine
 from unigen import run as R
 from unigen.families.continuous_diffusion import evaluate as nfe_sweep
-from unigen.families.continuous_diffusion.task import DEFAULT_STEPS, METHODS, denoiser
+from unigen.families.continuous_diffusion.network import METHODS, denoiser
+from unigen.families.continuous_diffusion.samplers import SAMPLERS
 
 PARTS = ("mnist", "toy", "rectified")
 TOY_PRESETS = ("toy2d-ddpm", "toy2d-edm", "toy2d-fm")
@@ -164,7 +165,7 @@ def part_toy(args, out: Path) -> dict:
         cfg, model = R.read_config(run_dir), R.load(run_dir)
         scorer = nfe_sweep.make_scorer(model, cfg)                  # unigen eval's: n = 5000, seed sample.seed
         sampler = cfg.sample.sampler
-        steps = cfg.sample.steps or DEFAULT_STEPS[sampler]
+        steps = cfg.sample.steps or SAMPLERS[sampler].default_steps
         rows = {"default": {"sampler": sampler, "steps": steps, "nfe": nfe_sweep.nfe(sampler, steps),
                             "swd": default["swd"], "mmd": default["mmd"], "seconds": secs}}
         for key, s in (("own", sampler), ("heun", "heun")):

@@ -10,6 +10,7 @@ import pytest
 
 from unigen.cli import main
 from unigen.registry import PRESETS, TASKS, get_preset
+from unigen.task import samplers
 
 # Small overrides so each preset's smoke run takes seconds; sizes stay the preset's own unless listed.
 FAST = ["--train.steps=2", "--train.batch_size=8", "--train.progress=false", "--sample.n=4"]
@@ -36,7 +37,7 @@ def test_preset_trains_two_steps_and_evaluates(preset, tmp_path, capsys):
     assert (out / "config.json").exists() and (out / "model.safetensors").exists()
     capsys.readouterr()
     task = TASKS[get_preset(preset).task]
-    if task.samplers:
+    if samplers(task):
         assert cli("sample", str(out), "--steps", "2", "--n", "4", "--seed", "1") == 0
         capsys.readouterr()
     assert cli("eval", str(out), "--json") == 0

@@ -10,6 +10,7 @@ import pytest
 import unigen
 from unigen import cli
 from unigen.registry import PRESETS, TASKS, get_preset
+from unigen.task import samplers
 
 # dropout and EMA on, so the training-noise RNG and the EMA state take part
 TRAIN = ["--train.steps=12", "--train.log_every=1", "--train.ckpt_every=5", "--train.ema_decay=0.9",
@@ -52,7 +53,7 @@ def test_evaluation_does_not_disturb_training(tmp_path):
 FAST_SAMPLING = {"toy2d-edm": ["--train.batch_size=64"],
                  "text-mdlm": ["--data.seq_len=32", "--model.size=tiny", "--train.batch_size=8"],
                  "text-ar": ["--data.seq_len=32", "--model.size=tiny", "--train.batch_size=8"]}
-SAMPLING = [p for p in sorted(PRESETS) if TASKS[get_preset(p).task].samplers]
+SAMPLING = [p for p in sorted(PRESETS) if samplers(TASKS[get_preset(p).task])]
 TIMING = ("second", "per_s", "time", "elapsed")
 
 

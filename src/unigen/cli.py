@@ -1,4 +1,5 @@
-"""The `unigen` command. It only parses arguments and calls importable functions (unigen.run, unigen.experiments.demo).
+"""The `unigen` command. It only parses arguments and calls importable functions (unigen.run, unigen.experiments.demo);
+`COMMANDS` maps each subcommand to its handler.
 
     unigen presets
     unigen train PRESET [--section.key=value ...] [--out DIR] [--resume | --overwrite] [--dry-run]
@@ -17,7 +18,11 @@ import json
 import math
 import sys
 
+from unigen.config import apply_overrides, validate
 from unigen.errors import UserError
+from unigen.experiments.demo import run_demo
+from unigen.registry import PRESETS, describe, get_preset
+from unigen.run import evaluate, read_config, sample, train
 
 
 class _Parser(argparse.ArgumentParser):
@@ -80,53 +85,59 @@ def parse_overrides(extra: list[str]) -> list[str]:
     return out
 
 
+def _presets(args, extra) -> None:
+    width = max(map(len, PRESETS))
+    for name in sorted(PRESETS):
+        print(f"{name:<{width}}  {describe(name)}")
+
+
+def _train(args, extra) -> None:
+    out = args.out or f"runs/{args.preset}"
+    base = get_preset(args.preset)
+    if args.resume and not args.overwrite:  # continue with the saved config; overrides change it
+        base = read_config(out)
+        if base.preset != args.preset:
+            raise UserError(f"{out} holds a run of preset {base.preset!r}, not {args.preset!r}")
+    cfg = apply_overrides(base, parse_overrides(extra))
+    validate(cfg)
+    if args.dry_run:
+        print(cfg.to_json())
+        return
+    result = train(cfg, out, resume=args.resume, overwrite=args.overwrite)
+    loss = f" (loss {result.loss:.4f})" if math.isfinite(result.loss) else ""  # nan: nothing left to train
+    print(f"trained {result.step} steps{loss}; run directory: {out}")
+
+
+def _sample(args, extra) -> None:
+    kw = {k: v for k, v in (("guidance", args.guidance), ("prompt", args.prompt)) if v is not None}
+    if args.watch:
+        kw["watch"] = True
+    summary = sample(args.run_dir, sampler=args.sampler, steps=args.steps, n=args.n, seed=args.seed,
+                     out_dir=args.out, **kw)
+    print(json.dumps(summary, indent=2, default=str))
+
+
+def _eval(args, extra) -> None:
+    metrics = evaluate(args.run_dir, **({"nfe_sweep": True} if args.nfe_sweep else {}))
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        for k, v in metrics.items():
+            print(f"{k}: {v}")
+
+
+def _demo(args, extra) -> None:
+    run_demo(args.out)
+
+
+COMMANDS = {"presets": _presets, "train": _train, "sample": _sample, "eval": _eval, "demo": _demo}
+
+
 def run(argv: list[str]) -> int:
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
+    args, extra = build_parser().parse_known_args(argv)
     if extra and args.command != "train":
         raise UserError(f"unrecognised arguments: {' '.join(extra)}")
-    if args.command == "presets":
-        from unigen.registry import PRESETS, describe
-        width = max(map(len, PRESETS))
-        for name in sorted(PRESETS):
-            print(f"{name:<{width}}  {describe(name)}")
-    elif args.command == "train":
-        from unigen.config import apply_overrides, validate
-        from unigen.registry import get_preset
-        from unigen.run import read_config, train
-        out = args.out or f"runs/{args.preset}"
-        base = get_preset(args.preset)
-        if args.resume and not args.overwrite:  # continue with the saved config; overrides change it
-            base = read_config(out)
-            if base.preset != args.preset:
-                raise UserError(f"{out} holds a run of preset {base.preset!r}, not {args.preset!r}")
-        cfg = apply_overrides(base, parse_overrides(extra))
-        validate(cfg)
-        if args.dry_run:
-            print(cfg.to_json())
-            return 0
-        result = train(cfg, out, resume=args.resume, overwrite=args.overwrite)
-        loss = f" (loss {result.loss:.4f})" if math.isfinite(result.loss) else ""  # nan: nothing left to train
-        print(f"trained {result.step} steps{loss}; run directory: {out}")
-    elif args.command == "sample":
-        from unigen.run import sample
-        kw = {k: v for k, v in (("guidance", args.guidance), ("prompt", args.prompt)) if v is not None}
-        if args.watch:
-            kw["watch"] = True
-        summary = sample(args.run_dir, sampler=args.sampler, steps=args.steps, n=args.n, seed=args.seed,
-                         out_dir=args.out, **kw)
-        print(json.dumps(summary, indent=2, default=str))
-    elif args.command == "eval":
-        from unigen.run import evaluate
-        metrics = evaluate(args.run_dir, **({"nfe_sweep": True} if args.nfe_sweep else {}))
-        if args.json:
-            print(json.dumps(metrics))
-        else:
-            for k, v in metrics.items():
-                print(f"{k}: {v}")
-    elif args.command == "demo":
-        from unigen.experiments.demo import run_demo
-        run_demo(args.out)
+    COMMANDS[args.command](args, extra)
     return 0
 
 

@@ -1,13 +1,15 @@
-"""Pictures and text written to disk: image grids (Pillow PNG), metric curves (matplotlib, Agg), plain text.
+"""Pictures written to disk: image grids (Pillow PNG) and matplotlib figures (Agg, no display needed).
 
-Every writer is atomic: it writes a temporary file in the destination folder, then `os.replace`s it over the
-target, so a reader never sees a half-written file and a crash leaves the old file intact.
+    save_image_grid(x, path)          images (B, C, H, W) in [-1, 1] -> one PNG grid
+    with figure(path) as ax: ...      one matplotlib axis, saved atomically on exit (format from the suffix)
+    plot_curves(series, path)         named (steps, values) curves
+    save_scatter(x, path)             2-D points (n, 2)
+
+Every writer goes through `unigen.io.atomic_path`: a reader never sees a half-written file.
 """
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -16,28 +18,7 @@ import torch
 
 from unigen.data.images import to_uint8
 from unigen.errors import UserError
-
-
-@contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success it replaces `path`, on error it is removed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def save_text(path: str | Path, text: str) -> Path:
-    """Write UTF-8 `text` to `path` atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    return Path(path)
+from unigen.io import atomic_path
 
 
 def image_grid(x: torch.Tensor, nrow: int | None = None, padding: int = 2) -> torch.Tensor:
@@ -74,31 +55,50 @@ def save_image_grid(x: torch.Tensor, path: str | Path, nrow: int | None = None) 
     return Path(path)
 
 
-def plot_curves(series: dict[str, tuple[Sequence[float], Sequence[float]]], path: str | Path, title: str = "",
-                logy: bool = False) -> Path:
-    """Plot named (steps, values) curves on one axis and save the figure (format from the suffix, PNG by default)."""
+@contextmanager
+def figure(path: str | Path, size: tuple[float, float] = (6, 4)) -> Iterator:
+    """A matplotlib axis on an off-screen figure; on exit the figure is laid out and saved to `path` atomically, in
+    the format of its suffix (PNG when there is none). An unknown format is a UserError before anything is drawn."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    if not series:
-        raise UserError("plot_curves got no series to plot")
-    fig = Figure(figsize=(6, 4), dpi=100)
+    fig = Figure(figsize=size, dpi=100)
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    for name, (steps, values) in series.items():
-        steps, values = [float(s) for s in steps], [float(v) for v in values]
-        if len(steps) != len(values):
-            raise UserError(f"curve {name!r} has {len(steps)} steps but {len(values)} values")
-        ax.plot(steps, values, label=name, marker="." if len(steps) < 30 else None)
-    if logy:
-        ax.set_yscale("log")
-    ax.set_title(title)
-    ax.set_xlabel("step")
-    ax.grid(True, alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
     fmt = Path(path).suffix.lstrip(".").lower() or "png"
     if fmt not in fig.canvas.get_supported_filetypes():
         raise UserError(f"cannot save a plot as .{fmt} ({path}); use one of: {', '.join(fig.canvas.get_supported_filetypes())}")
+    yield fig.add_subplot()
+    fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=fmt)
+
+
+def plot_curves(series: dict[str, tuple[Sequence[float], Sequence[float]]], path: str | Path, title: str = "",
+                logy: bool = False) -> Path:
+    """Plot named (steps, values) curves on one axis and save the figure (format from the suffix, PNG by default)."""
+    if not series:
+        raise UserError("plot_curves got no series to plot")
+    with figure(path) as ax:
+        for name, (steps, values) in series.items():
+            steps, values = [float(s) for s in steps], [float(v) for v in values]
+            if len(steps) != len(values):
+                raise UserError(f"curve {name!r} has {len(steps)} steps but {len(values)} values")
+            ax.plot(steps, values, label=name, marker="." if len(steps) < 30 else None)
+        if logy:
+            ax.set_yscale("log")
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    return Path(path)
+
+
+def save_scatter(x: torch.Tensor, path: str | Path, title: str = "", lim: float = 3.5) -> Path:
+    """Scatter plot of 2-D points (n, 2) in [-lim, lim]^2, written atomically."""
+    with figure(path, size=(5, 5)) as ax:
+        pts = x.detach().float().cpu().numpy()
+        ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.5)
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+        ax.set_aspect("equal")
+        ax.set_title(title)
     return Path(path)

@@ -1,4 +1,4 @@
-"""Every preset and every task, in two plain dicts. A family adds itself with one import line here.
+"""Every preset and every task, in two plain dicts. A family adds itself with one line in each dict.
 
     PRESETS["mnist-edm"]() -> Config        TASKS["diffusion"] -> Task
 """
@@ -6,21 +6,23 @@ from __future__ import annotations
 
 from typing import Callable
 
-from unigen.families.classify import task as classify
 from unigen.config import Config
-from unigen.families.continuous_diffusion import task as diffusion_family
-from unigen.families.discrete_diffusion import task as discrete_family
 from unigen.errors import UserError
+from unigen.families.classify import presets as classify_presets
+from unigen.families.classify import task as classify
+from unigen.families.continuous_diffusion import presets as diffusion_presets
+from unigen.families.continuous_diffusion import task as diffusion
+from unigen.families.discrete_diffusion import task as discrete_family
 
 TASKS = {
     "classify": classify.TASK,
-    "diffusion": diffusion_family.TASK,
+    "diffusion": diffusion.TASK,
     **discrete_family.TASKS,
 }
 
 PRESETS: dict[str, Callable[[], Config]] = {
-    **classify.PRESETS,
-    **diffusion_family.PRESETS,
+    **classify_presets.PRESETS,
+    **diffusion_presets.PRESETS,
     **discrete_family.PRESETS,
 }
 

@@ -8,7 +8,6 @@ A run directory holds everything needed to rebuild its model (Hugging Face style
 """
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -16,18 +15,19 @@ from typing import Any
 import torch
 from torch import nn
 
+from unigen import registry
 from unigen.config import Config, validate
+from unigen.data import load as load_data
 from unigen.errors import UserError
+from unigen.io import atomic_write_json, is_leftover, jsonable, read_json
+from unigen.task import require, samplers
 from unigen.train import checkpoint as ckpt
-
-
-def _registry():
-    from unigen import registry as presets  # imported late: presets import every family
-    return presets
+from unigen.train import fit
+from unigen.train.loop import make_accelerator
 
 
 def get_task(name: str):
-    tasks = _registry().TASKS
+    tasks = registry.TASKS
     if name not in tasks:
         raise UserError(f"unknown task {name!r}; known: {', '.join(sorted(tasks))}")
     return tasks[name]
@@ -45,17 +45,12 @@ def check_run_dir(out: Path, *, resume: bool, overwrite: bool) -> None:
         if not holds_run:
             raise UserError(f"cannot resume: {out} holds no run (no config.json)")
         return
-    if out.exists() and any(not _is_leftover(p) for p in out.iterdir()):
+    if out.exists() and any(not is_leftover(p) for p in out.iterdir()):
         if overwrite and not holds_run:
             raise UserError(f"{out} holds files but no unigen run (no config.json); refusing to delete them")
         if not overwrite:
             what = "a run" if holds_run else "files"
             raise UserError(f"{out} already holds {what}; pass --resume to continue it or --overwrite to replace it")
-
-
-def _is_leftover(p: Path) -> bool:
-    """A temp file of an atomic write killed before its rename (`.NAME.xxxx.tmp`): not user data."""
-    return p.is_file() and p.name.startswith(".") and p.name.endswith(".tmp")
 
 
 def check_resumable(saved: Config, cfg: Config, out: Path) -> None:
@@ -75,14 +70,7 @@ def read_config(run_dir: Path) -> Config:
     path = run_dir / "config.json"
     if not run_dir.is_dir():
         raise UserError(f"run directory {run_dir} does not exist")
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{run_dir} is not a run directory (no config.json)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path} is not valid JSON: {e}") from None
-    except OSError as e:
-        raise UserError(f"{path} cannot be read: {e.strerror}") from None
+    d = read_json(path, missing=f"{run_dir} is not a run directory (no config.json)")
     if not isinstance(d, dict) or not isinstance(d.get("task"), str):
         raise UserError(f"{path} is not a unigen config (no 'task' key)")
     task = get_task(d["task"])
@@ -96,15 +84,12 @@ def read_config(run_dir: Path) -> Config:
 
 def train(cfg: Config, out: str | Path, *, resume: bool = False, overwrite: bool = False):
     """Train `cfg` into run directory `out`. Returns the `FitResult`."""
-    from unigen.data import load as load_data
-    from unigen.train import fit
-    from unigen.train.loop import make_accelerator
-
     validate(cfg)
     task = get_task(cfg.task)
-    if cfg.sample.sampler and cfg.sample.sampler not in task.samplers:  # caught now, not after hours of training
+    names = samplers(task)
+    if cfg.sample.sampler and cfg.sample.sampler not in names:  # caught now, not after hours of training
         raise UserError(f"sample.sampler={cfg.sample.sampler!r} is not a sampler of {cfg.task}; "
-                        f"known: {', '.join(task.samplers) or 'none'}")
+                        f"known: {', '.join(names) or 'none'}")
     out = Path(out)
     acc = make_accelerator()
     check_run_dir(out, resume=resume, overwrite=overwrite)
@@ -118,8 +103,8 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, overwrite: bool
         if overwrite and out.exists():
             shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
-        ckpt.atomic_write_json(out / "config.json", cfg.to_dict())
-        ckpt.atomic_write_json(out / "data_info.json", _jsonable(data.info))
+        atomic_write_json(out / "config.json", cfg.to_dict())
+        atomic_write_json(out / "data_info.json", jsonable(data.info))
         if getattr(data, "tokenizer", None) is not None:
             data.tokenizer.save(out)
     acc.wait_for_everyone()
@@ -127,14 +112,14 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, overwrite: bool
     def on_sample(m: nn.Module, step: int) -> None:
         s = cfg.sample
         task.sample(m, cfg, run_dir=out, out_dir=out / "samples" / f"step_{step:07d}", n=s.n,
-                    sampler=s.sampler or task.samplers[0], steps=s.steps, seed=s.seed)
+                    sampler=s.sampler or names[0], steps=s.steps, seed=s.seed)
 
     def on_eval(m: nn.Module, step: int) -> dict:
         return task.evaluate(m, cfg, run_dir=out, quick=True)
 
     return fit(model, task.loss, data, cfg.train, out, resume=resume,
-               on_eval=on_eval if cfg.train.eval_every else None,
-               on_sample=on_sample if cfg.train.sample_every and task.samplers else None)
+               on_eval=on_eval if cfg.train.eval_every and hasattr(task, "evaluate") else None,
+               on_sample=on_sample if cfg.train.sample_every and names else None)
 
 
 def load(run_dir: str | Path, *, ema: bool = True, device: str | torch.device = "cpu") -> nn.Module:
@@ -143,8 +128,8 @@ def load(run_dir: str | Path, *, ema: bool = True, device: str | torch.device = 
     cfg = read_config(run_dir)
     task = get_task(cfg.task)
     try:
-        info = json.loads((run_dir / "data_info.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:  # missing, unreadable, not UTF-8, not JSON
+        info = read_json(run_dir / "data_info.json")
+    except UserError as e:  # missing, unreadable, not UTF-8, not JSON
         raise UserError(f"{run_dir}/data_info.json is missing or corrupt: {e}") from None
     if not isinstance(info, dict):
         raise UserError(f"{run_dir}/data_info.json is corrupt: expected a JSON object")
@@ -164,11 +149,11 @@ def sample(run_dir: str | Path, *, sampler: str = "", steps: int = 0, n: int = 0
     run_dir = Path(run_dir)
     cfg = read_config(run_dir)
     task = get_task(cfg.task)
-    if not task.samplers:
-        raise UserError(f"task {cfg.task!r} has no samplers")
-    sampler = sampler or cfg.sample.sampler or task.samplers[0]
-    if sampler not in task.samplers:
-        raise UserError(f"unknown sampler {sampler!r} for {cfg.task}; known: {', '.join(task.samplers)}")
+    draw = require(task, "sample", cfg.task)
+    names = samplers(task)
+    sampler = sampler or cfg.sample.sampler or names[0]
+    if sampler not in names:
+        raise UserError(f"unknown sampler {sampler!r} for {cfg.task}; known: {', '.join(names)}")
     if steps < 0 or n < 0:
         raise UserError(f"--steps and --n must be >= 0, got steps={steps} n={n}")
     seed = cfg.sample.seed if seed is None else seed
@@ -177,7 +162,7 @@ def sample(run_dir: str | Path, *, sampler: str = "", steps: int = 0, n: int = 0
     out_dir = Path(out_dir) if out_dir else run_dir / "samples" / f"{sampler}-{steps or 'default'}-seed{seed}"
     model = load(run_dir)
     with torch.no_grad():
-        summary = task.sample(model, cfg, run_dir=run_dir, out_dir=out_dir, n=n, sampler=sampler, steps=steps,
+        summary = draw(model, cfg, run_dir=run_dir, out_dir=out_dir, n=n, sampler=sampler, steps=steps,
                               seed=seed, **kw)
     return {"out_dir": str(out_dir), **summary}
 
@@ -186,22 +171,12 @@ def evaluate(run_dir: str | Path, **kw) -> dict[str, Any]:
     """Metrics of a trained run (also written to RUN/eval.json)."""
     run_dir = Path(run_dir)
     cfg = read_config(run_dir)
-    task = get_task(cfg.task)
+    measure = require(get_task(cfg.task), "evaluate", cfg.task)
     model = load(run_dir)
     with torch.random.fork_rng(devices=[]):
-        metrics = task.evaluate(model, cfg, run_dir=run_dir, **kw)
-    ckpt.atomic_write_json(run_dir / "eval.json", _jsonable(metrics))
+        metrics = measure(model, cfg, run_dir=run_dir, **kw)
+    atomic_write_json(run_dir / "eval.json", jsonable(metrics))
     return metrics
-
-
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if torch.is_tensor(x):
-        return x.tolist()
-    return x
 
 
 def _untuple(info: dict) -> dict:

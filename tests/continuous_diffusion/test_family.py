@@ -10,8 +10,10 @@ from unigen import run
 from unigen.config import Config, DataConfig, apply_overrides
 from unigen.families.continuous_diffusion import Gaussian, nfe
 from unigen.families.continuous_diffusion import evaluate as nfe_sweep
-from unigen.families.continuous_diffusion.task import (LOSSES, METHODS, PRESETS, TASK, DiffusionModelConfig, DiffusionNet, denoiser,
-                                     generate, sigmas_for)
+from unigen.families.continuous_diffusion.network import (METHODS, DiffusionModelConfig, DiffusionNet, denoiser,
+                                                          generate, sigmas_for)
+from unigen.families.continuous_diffusion.presets import PRESETS
+from unigen.families.continuous_diffusion.task import LOSSES, TASK
 from unigen.families.continuous_diffusion.samplers import SAMPLERS
 from unigen.errors import UserError
 from unigen.registry import get_preset

@@ -6,8 +6,9 @@ import torch
 from torch import nn
 
 from unigen.families.continuous_diffusion import Gaussian
-from unigen.families.continuous_diffusion.task import DiffusionModelConfig, DiffusionNet, generate
-from unigen.families.continuous_diffusion.rectified import coupled_flow_loss, distill_loss, euler_path, reflow_pairs, straightness
+from unigen.families.continuous_diffusion.network import DiffusionModelConfig, DiffusionNet, generate
+from unigen.experiments.rectified_flow import reflow_pairs
+from unigen.families.continuous_diffusion.rectified import coupled_flow_loss, distill_loss, euler_path, straightness
 from unigen.errors import UserError
 
 
@@ -117,7 +118,7 @@ def test_reflow_pairs_are_noise_and_its_ode_endpoint():
 
 @pytest.mark.slow
 def test_reflow_straightens_the_flow_on_toy_data(tmp_path):
-    from unigen.families.continuous_diffusion.rectified import toy_experiment
+    from unigen.experiments.rectified_flow import toy_experiment
     res = toy_experiment(tmp_path, toy="moons", train_steps=400, distill_steps=200, n_pairs=4000, n_eval=2000)
     one, two = res["models"]["1-rectified"], res["models"]["2-rectified"]
     assert two["straightness"] < one["straightness"]

@@ -41,9 +41,9 @@ class Tokenizer:
 
     def save(self, directory: str | Path) -> Path:
         """Write `directory/tokenizer.json` atomically; returns its path."""
-        from unigen.plot import save_text
+        from unigen.io import atomic_write_text
         path = Path(directory) / FILENAME
-        save_text(path, self._json())
+        atomic_write_text(path, self._json())
         return path
 
     @staticmethod

@@ -17,7 +17,8 @@ from pathlib import Path
 from unigen.config import apply_overrides
 from unigen.registry import get_preset
 from unigen.run import evaluate, sample, train
-from unigen.plot import plot_curves, save_text
+from unigen.io import atomic_write_text
+from unigen.plot import plot_curves
 
 # (preset, overrides, sample options): sized so that set-up plus both runs take about five minutes on 2 CPU cores.
 # The text model samples with MDLM's ancestral sampler: at this budget LLaDA's low-confidence remasking commits the
@@ -67,10 +68,10 @@ def run_demo(out: str | Path = "outputs/demo") -> dict:
 
     grid = _one(Path(report["image"]["sample"]["out_dir"]), "*.png")
     shutil.copyfile(grid, out / "mnist_samples.png")
-    save_text(out / "generated_text.txt", _one(Path(report["text"]["sample"]["out_dir"]), "*.txt").read_text())
+    atomic_write_text(out / "generated_text.txt", _one(Path(report["text"]["sample"]["out_dir"]), "*.txt").read_text())
     plot_curves({f"{r['preset']}": _loss_series(runs / label) for label, r in report.items()},
                 out / "loss_curves.png", title="training loss", logy=True)
-    save_text(out / "metrics.json", json.dumps(report, indent=2, default=str))
+    atomic_write_text(out / "metrics.json", json.dumps(report, indent=2, default=str))
     print("[demo] wrote:")
     for name in ("mnist_samples.png", "loss_curves.png", "generated_text.txt", "metrics.json"):
         print(f"  {out / name}")

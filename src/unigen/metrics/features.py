@@ -23,7 +23,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from safetensors.torch import load_file, save_file
+
+from unigen.config import DataConfig, TrainConfig
+from unigen.data import load, resize
 from unigen.errors import UserError
+from unigen.io import atomic_path, atomic_write_json, read_json
+from unigen.metrics.classification import accuracy, cross_entropy
+from unigen.train import fit
 
 
 @dataclass(frozen=True)
@@ -74,18 +81,13 @@ def weights_path(cfg: FeatureNetConfig | None = None) -> Path:
 
 def train_feature_net(cfg: FeatureNetConfig) -> tuple[FeatureCNN, float]:
     """Train the CNN with `fit()` from seed `cfg.seed` (same config, same weights on one machine); (net, test accuracy)."""
-    from unigen.families.classify.task import TASK as CLASSIFY, accuracy
-    from unigen.config import DataConfig, TrainConfig
-    from unigen.data import load
-    from unigen.train import fit
-
     train_cfg = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup_steps=min(50, cfg.steps // 10),
                             ema_decay=0.0, seed=cfg.seed, progress=False, log_every=max(cfg.steps, 1),
                             ckpt_every=max(cfg.steps, 1))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         net = FeatureCNN(cfg.width, cfg.hidden)
-        fit(net, CLASSIFY.loss, load(DataConfig(name="mnist"), "train"), train_cfg, run_dir=None)
+        fit(net, lambda m, b: cross_entropy(m(b["x"]), b["y"]), load(DataConfig(name="mnist"), "train"), train_cfg, run_dir=None)
     net.eval()
     return net, accuracy(net, load(DataConfig(name="mnist"), "test"))
 
@@ -95,9 +97,6 @@ _LOADED: dict[Path, FeatureCNN] = {}
 
 def ensure_feature_net(cfg: FeatureNetConfig | None = None) -> FeatureCNN:
     """The trained feature CNN for `cfg` (default `FeatureNetConfig()`): from the cache, or trained and cached now."""
-    from safetensors.torch import load_file, save_file
-
-    from unigen.plot import atomic_path
     cfg = cfg or FeatureNetConfig()
     path = weights_path(cfg)
     if path in _LOADED:
@@ -113,8 +112,7 @@ def ensure_feature_net(cfg: FeatureNetConfig | None = None) -> FeatureCNN:
         with atomic_path(path) as tmp:
             save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp))
         info = {"config": dataclasses.asdict(cfg), "test_accuracy": acc, "weights": path.name}
-        with atomic_path(path.with_suffix(".json")) as tmp:
-            tmp.write_text(json.dumps(info, indent=2))
+        atomic_write_json(path.with_suffix(".json"), info)
     _LOADED[path] = net.eval().requires_grad_(False)
     return _LOADED[path]
 
@@ -122,12 +120,11 @@ def ensure_feature_net(cfg: FeatureNetConfig | None = None) -> FeatureCNN:
 def feature_net_info(cfg: FeatureNetConfig | None = None) -> dict:
     """The JSON record of a cached feature net (config, test accuracy); trains it first if needed."""
     ensure_feature_net(cfg)
-    return json.loads(weights_path(cfg).with_suffix(".json").read_text())
+    return read_json(weights_path(cfg).with_suffix(".json"), "feature net record")
 
 
 @torch.no_grad()
 def _batched(fn, x: torch.Tensor, batch_size: int, device) -> torch.Tensor:
-    from unigen.data import resize
     if x.ndim != 4 or x.shape[1] != 1:
         raise UserError(f"the MNIST feature net needs greyscale images (N, 1, H, W), got {tuple(x.shape)}")
     return torch.cat([fn(resize(x[i:i + batch_size].float().clamp(-1, 1), 28).to(device)).cpu()

@@ -1,6 +1,7 @@
-"""Image classification: the family behind `vit-mnist` and the feature network of the MNIST Fréchet distance.
+"""Image classification: the family behind `vit-mnist`, `mlp-digits` and `mlp-shapes` (build / loss / evaluate).
 
-A family is a `Task` (build / loss / evaluate) plus presets; the training loop and CLI are shared.
+The loss and the accuracy are `unigen.metrics.classification`'s, shared with the MNIST feature network of the
+Frechet distance; `random_shift` is this family's training augmentation.
 """
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unigen.config import Config, DataConfig, SampleConfig, TrainConfig
+from unigen.config import Config
+from unigen.data import load as load_data
 from unigen.errors import UserError
+from unigen.metrics.classification import accuracy, cross_entropy
+from unigen.models.vit import ViT, vit_config
 from unigen.task import Task, unwrap
 
 
@@ -42,7 +46,6 @@ class MLPClassifier(nn.Module):
 
 class ClassifyTask(Task):
     model_config = ClassifierConfig
-    samplers = ()
 
     def build(self, cfg: Config, data_info: dict) -> nn.Module:
         m: ClassifierConfig = cfg.model
@@ -59,7 +62,6 @@ class ClassifyTask(Task):
         if m.arch == "mlp":
             net = MLPClassifier(c * h * w, m.hidden, k, m.dropout)
         elif m.arch == "vit":
-            from unigen.models.vit import ViT, vit_config
             if h % m.patch or w % m.patch:
                 raise UserError(f"model.patch={m.patch} does not divide the image size {h}x{w}")
             net = ViT(vit_config(m.size, image_size=h, patch=m.patch, channels=c, num_classes=k, pool=m.pool,
@@ -71,16 +73,12 @@ class ClassifyTask(Task):
 
     def loss(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
         x = random_shift(batch["x"], getattr(unwrap(model), "train_shift", 0))
-        logits = model(x)  # (B, K)
-        loss = F.cross_entropy(logits.float(), batch["y"])
-        acc = (logits.argmax(-1) == batch["y"]).float().mean()
-        return loss, {"train_acc": acc.item()}
+        return cross_entropy(model(x), batch["y"])  # logits (B, K)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, cfg: Config, *, run_dir: Path, quick: bool = False, **kw) -> dict:
         if kw:
             raise UserError(f"classification eval has no option(s) {', '.join(kw)}")
-        from unigen.data import load as load_data
         data = load_data(cfg.data, "test")
         return {"accuracy": accuracy(model, data, limit=2000 if quick else None)}
 
@@ -100,45 +98,4 @@ def random_shift(x: torch.Tensor, k: int) -> torch.Tensor:
     return padded[b, c, rows[:, None, :, None], cols[:, None, None, :]]  # (B, C, H, W)
 
 
-@torch.no_grad()
-def accuracy(model: nn.Module, data, batch_size: int = 500, limit: int | None = None) -> float:
-    """Top-1 accuracy of `model` on a labelled Dataset."""
-    model.eval()
-    n = len(data) if limit is None else min(limit, len(data))
-    device = next(model.parameters()).device
-    correct = 0
-    for i in range(0, n, batch_size):
-        b = data.batch(torch.arange(i, min(i + batch_size, n)))
-        correct += (model(b["x"].to(device)).argmax(-1).cpu() == b["y"]).sum().item()
-    return correct / n
-
-
 TASK = ClassifyTask()
-
-
-def vit_mnist() -> Config:
-    """ViT classifier on real MNIST: 97.7% test accuracy in 4500 steps (5-9 minutes on 2 CPU cores)."""
-    return Config(task="classify", preset="vit-mnist", data=DataConfig(name="mnist"),
-                  model=ClassifierConfig(arch="vit", size="tiny", patch=4),
-                  train=TrainConfig(steps=4500, batch_size=128, lr=2e-3, warmup_steps=100, weight_decay=0.05,
-                                    ema_decay=0.0, precision="bf16", ckpt_every=1500, log_every=50),
-                  sample=SampleConfig())
-
-
-def mlp_digits() -> Config:
-    """MLP classifier on scikit-learn's 8x8 digits (seconds on a CPU)."""
-    return Config(task="classify", preset="mlp-digits", data=DataConfig(name="digits"),
-                  model=ClassifierConfig(arch="mlp", hidden=256),
-                  train=TrainConfig(steps=300, batch_size=64, lr=1e-3, ema_decay=0.0, ckpt_every=300),
-                  sample=SampleConfig())
-
-
-def mlp_shapes() -> Config:
-    """MLP classifier of the largest shape in the procedural `shapes` images."""
-    return Config(task="classify", preset="mlp-shapes", data=DataConfig(name="shapes"),
-                  model=ClassifierConfig(arch="mlp", hidden=512),
-                  train=TrainConfig(steps=500, batch_size=64, lr=1e-3, ema_decay=0.0, ckpt_every=500),
-                  sample=SampleConfig())
-
-
-PRESETS = {"vit-mnist": vit_mnist, "mlp-digits": mlp_digits, "mlp-shapes": mlp_shapes}

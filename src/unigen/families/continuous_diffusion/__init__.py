@@ -6,7 +6,8 @@ Everything speaks one language: x = s(t) (x0 + sigma(t) eps) with a denoiser D(x
     grids.py       noise-level grids ending at 0: karras_sigmas, vp/ve/logsnr/flow_sigmas, ddpm_sigmas
     precond.py     make_denoiser(net, "eps"|"x0"|"v"|"score"|"flow"|"edm", schedule) -> D
     losses.py      edm_loss, ddpm_loss (eps/x0/v, min-SNR), flow_matching_loss, dsm_loss, drop_labels
-    samplers.py    SAMPLERS[name](D, x, sigmas, generator=..., **options), nfe(name, n_steps), invert_ddim
+    samplers.py    SAMPLERS[name](D, x, sigmas, generator=..., **options), nfe(name, n_steps), invert_ddim;
+                   each entry also knows its NFE, default steps and kind (ode | sde | ddpm | flow)
     likelihood.py  ode_nll (exact or Hutchinson trace), bits_per_dim, dequantize
     guidance.py    guided(D, y, null_id, scale): classifier-free guidance
     analytic.py    Gaussian / GaussianMixture with exact denoisers (test oracles)
@@ -19,7 +20,7 @@ from unigen.families.continuous_diffusion.likelihood import bits_per_dim, dequan
 from unigen.families.continuous_diffusion.losses import (ddpm_loss, drop_labels, dsm_loss, edm_loss, edm_weight, flow_matching_loss,
                                      min_snr_weight)
 from unigen.families.continuous_diffusion.precond import PARAMETERIZATIONS, append_dims, c_in, c_out, c_skip, make_denoiser
-from unigen.families.continuous_diffusion.samplers import NFE, SAMPLERS, get_sampler, invert_ddim, nfe
+from unigen.families.continuous_diffusion.samplers import SAMPLERS, Sampler, get_sampler, invert_ddim, nfe
 from unigen.families.continuous_diffusion.schedules import (EDM, SCHEDULES, VE, ContinuousVP, DiscreteVP, Flow, Schedule, ddpm_cosine,
                                         ddpm_linear, get_schedule)
 
@@ -31,7 +32,7 @@ __all__ = [
     "bits_per_dim", "dequantize", "ode_nll",
     "ddpm_loss", "drop_labels", "dsm_loss", "edm_loss", "edm_weight", "flow_matching_loss", "min_snr_weight",
     "PARAMETERIZATIONS", "append_dims", "c_in", "c_out", "c_skip", "make_denoiser",
-    "NFE", "SAMPLERS", "get_sampler", "invert_ddim", "nfe",
+    "SAMPLERS", "Sampler", "get_sampler", "invert_ddim", "nfe",
     "EDM", "SCHEDULES", "VE", "ContinuousVP", "DiscreteVP", "Flow", "Schedule", "ddpm_cosine", "ddpm_linear",
     "get_schedule",
 ]

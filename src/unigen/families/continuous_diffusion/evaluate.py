@@ -14,7 +14,6 @@ writes RUN/nfe_sweep/{nfe_sweep.md, nfe_sweep.json, nfe_sweep.png}.
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -25,9 +24,14 @@ import torch
 from torch import Tensor
 
 from unigen.config import Config
-from unigen.metrics import sample_quality as metrics
-from unigen.families.continuous_diffusion.samplers import NFE, nfe
+from unigen.data import load, sample_toy2d
 from unigen.errors import UserError
+from unigen.families.continuous_diffusion.network import METHODS, generate, unwrap
+from unigen.families.continuous_diffusion.samplers import SAMPLERS, nfe
+from unigen.io import atomic_write_json, atomic_write_text
+from unigen.metrics import sample_quality as metrics
+from unigen.metrics.features import ensure_feature_net, mnist_features, mnist_predict, weights_path
+from unigen.plot import figure
 
 # NFE budgets of the sweep; every sampler gets the largest step count whose NFE fits each budget. Budgets above
 # LONG_FROM (the 1000-step reference) go to the first-order samplers of LONG_SAMPLERS only, to keep sweeps affordable
@@ -62,7 +66,6 @@ _REFERENCE: dict[tuple, tuple[Tensor, Tensor]] = {}      # Gaussian fits of refe
 
 
 def _toy_scorer(cfg: Config, n: int, seed: int) -> Scorer:
-    from unigen.data import sample_toy2d
     ref = sample_toy2d(cfg.data.toy, n, torch.Generator().manual_seed(1_000_003 + seed))   # (n, 2) fresh data
     m = min(n, 2000)
 
@@ -77,10 +80,8 @@ def _toy_scorer(cfg: Config, n: int, seed: int) -> Scorer:
 
 
 def _image_scorer(cfg: Config, n: int, seed: int, num_classes: int) -> Scorer:
-    from unigen.data import load
     mnist = cfg.data.name == "mnist"
     if mnist:
-        from unigen.metrics.features import ensure_feature_net, mnist_features, mnist_predict, weights_path
         net = ensure_feature_net()
         feats = lambda x: mnist_features(net, x)                      # noqa: E731  (N, hidden)
         key = ("mnist", cfg.data.image_size, str(weights_path()))
@@ -110,7 +111,6 @@ def _image_scorer(cfg: Config, n: int, seed: int, num_classes: int) -> Scorer:
 
 def make_scorer(model, cfg: Config, *, quick: bool = False, n: int = 0, seed: int | None = None) -> Scorer:
     """The scorer of the run's dataset: n samples (default 1000 / 5000 toy2d, 256 / 2000 images, quick / full)."""
-    from unigen.families.continuous_diffusion.task import unwrap
     net = unwrap(model)
     seed = cfg.sample.seed if seed is None else seed
     if cfg.data.name == "toy2d":
@@ -123,7 +123,6 @@ def make_scorer(model, cfg: Config, *, quick: bool = False, n: int = 0, seed: in
 def score(model, scorer: Scorer, *, sampler: str, steps: int, guidance: float = 1.0,
           precision: str = "fp32") -> dict[str, float]:
     """Draw scorer.n samples with `sampler` for `steps` steps and score them; adds nfe and seconds."""
-    from unigen.families.continuous_diffusion.task import generate, unwrap
     device = next(unwrap(model).parameters()).device
     g = torch.Generator(device).manual_seed(scorer.seed)
     t0 = time.perf_counter()
@@ -148,7 +147,7 @@ def sweep_plan(samplers: tuple[str, ...], budgets: tuple[int, ...]) -> list[tupl
     one entry. Budgets of LONG_FROM NFE and more go to LONG_SAMPLERS only."""
     plan: dict[tuple[str, int], list[int]] = {}
     for s in samplers:
-        if s in NFE and s not in SKIP:
+        if s in SAMPLERS and s not in SKIP:
             for b in budgets:
                 if b < LONG_FROM or s in LONG_SAMPLERS:
                     plan.setdefault((s, steps_for(s, b)), []).append(b)
@@ -159,7 +158,6 @@ def run_sweep(model, cfg: Config, out_dir: Path, *, quick: bool = False, budgets
               samplers: tuple[str, ...] | None = None, n: int = 0, precision: str | None = None) -> dict[str, float]:
     """Score every sampler at every NFE budget on one model; write a markdown table, JSON and a plot in out_dir.
     The network runs in `precision` (default: the run's train.precision)."""
-    from unigen.families.continuous_diffusion.task import METHODS, unwrap
     net = unwrap(model)
     samplers = samplers or METHODS[net.config.method].samplers
     budgets = budgets or (QUICK_BUDGETS if quick else BUDGETS)
@@ -183,12 +181,11 @@ def _best(rows: list[dict], metric: str, max_nfe: int) -> dict[str, float]:
 
 def write_report(rows: list[dict], scorer: Scorer, cfg: Config, out_dir: Path, precision: str = "fp32") -> None:
     """nfe_sweep.json (all rows), nfe_sweep.md (sampler x NFE table of the primary metric), nfe_sweep.png."""
-    from unigen.plot import save_text
     metric = scorer.primary
     out_dir.mkdir(parents=True, exist_ok=True)
     meta = {"preset": cfg.preset, "metric": metric, "n": scorer.n, "seed": scorer.seed, "precision": precision,
             **scorer.baseline()}
-    save_text(out_dir / "nfe_sweep.json", json.dumps({**meta, "rows": rows}, indent=2))
+    atomic_write_json(out_dir / "nfe_sweep.json", {**meta, "rows": rows})
     budgets = sorted({b for r in rows for b in r["budgets"]})
     names = list(dict.fromkeys(r["sampler"] for r in rows))
     cell = {(r["sampler"], b): r for r in rows for b in r["budgets"]}
@@ -208,7 +205,7 @@ def write_report(rows: list[dict], scorer: Scorer, cfg: Config, out_dir: Path, p
             b = min(ok, key=lambda r: r[metric])
             lines.append(f"\nBest at NFE <= {cap}: {b['sampler']} ({b['steps']} steps, NFE {int(b['nfe'])}): "
                          f"{metric} = {b[metric]:.4g}")
-    save_text(out_dir / "nfe_sweep.md", "\n".join(lines) + "\n")
+    atomic_write_text(out_dir / "nfe_sweep.md", "\n".join(lines) + "\n")
     _plot(rows, names, metric, out_dir / "nfe_sweep.png", scorer.baseline()[metric + "_data"])
 
 
@@ -219,24 +216,15 @@ def _cell(r: dict | None, budget: int, metric: str) -> str:
 
 
 def _plot(rows: list[dict], names: list[str], metric: str, path: Path, floor: float) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from unigen.plot import atomic_path
-    fig = Figure(figsize=(6, 4), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    for s in names:
-        pts = sorted((r["nfe"], r[metric]) for r in rows if r["sampler"] == s and math.isfinite(r[metric]))
-        if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=s)
-    ax.axhline(floor, color="grey", linestyle="--", label="real data")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("NFE")
-    ax.set_ylabel(metric)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
+    with figure(path) as ax:
+        for s in names:
+            pts = sorted((r["nfe"], r[metric]) for r in rows if r["sampler"] == s and math.isfinite(r[metric]))
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=s)
+        ax.axhline(floor, color="grey", linestyle="--", label="real data")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("NFE")
+        ax.set_ylabel(metric)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)

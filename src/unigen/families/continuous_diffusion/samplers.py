@@ -4,7 +4,8 @@ Contract: `D(x, sigma) -> x0_hat` in EDM's scale-free variables with sigma of sh
 conditioning with functools.partial or guidance.guided); `x` is already at noise level sigmas[0] (the caller draws
 it, e.g. x = sigmas[0] * randn); `sigmas` is a decreasing 1-D grid ending at 0 (see grids.py). Every sampler
 accepts `generator` (deterministic ones ignore it) and `callback`, called after each step with a dict
-{"i", "x", "sigma", "denoised"}. `nfe(name, n_steps)` gives the number of denoiser calls for n_steps = len(sigmas) - 1.
+{"i", "x", "sigma", "denoised"}. `SAMPLERS` (bottom) is the one table: function, NFE for n steps, default steps, and kind (which training
+methods it fits); `nfe(name, n_steps)` gives the number of denoiser calls for n_steps = len(sigmas) - 1.
 
 Notation
     sigma, sigma_next   sigma_i, sigma_{i+1} on the grid
@@ -21,6 +22,7 @@ Notation
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -272,43 +274,44 @@ def invert_ddim(D: Denoiser, x: Tensor, sigmas: Tensor, *, callback=None) -> Ten
     return x
 
 
+@dataclass(frozen=True)
+class Sampler:
+    """One registry entry: the sampler function and what the machinery needs to know about it.
+
+    kind: "ode" and "sde" samplers fit every training method; "ddpm" needs the DDPM posterior (a ddpm-trained
+    model); "flow" steps in flow time (a flow-matching model). Calling the entry calls the function."""
+    fn: Callable[..., Tensor]
+    nfe: Callable[..., int]         # denoiser calls for n = len(sigmas) - 1 steps on a grid ending at 0
+    default_steps: int              # steps when the user gives none
+    kind: str
+
+    def __call__(self, D: Denoiser, x: Tensor, sigmas: Tensor, **kw) -> Tensor:
+        return self.fn(D, x, sigmas, **kw)
+
+
 def nfe(name: str, n_steps: int, **options) -> int:
     """Number of denoiser evaluations of sampler `name` for n_steps = len(sigmas) - 1 (options as passed to it)."""
-    if name not in NFE:
-        raise UserError(f"unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)}")
-    return NFE[name](n_steps, **options)
+    return get_sampler(name).nfe(n_steps, **options)
 
 
-def get_sampler(name: str) -> Callable[..., Tensor]:
+def get_sampler(name: str) -> Sampler:
     """The sampler registered under `name`; UserError lists the names."""
     if name not in SAMPLERS:
         raise UserError(f"unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)}")
     return SAMPLERS[name]
 
 
+# Heun's last step is Euler (no second call at sigma = 0), and so is PC's (no corrector at sigma = 0). Default steps:
+# NFE 35 for Heun (EDM's CIFAR-10 setting), 50 for first-order ODE steps, 100 for SDE and ancestral steps.
 SAMPLERS = {
-    "euler": sample_euler,
-    "heun": sample_heun,
-    "heun-churn": sample_heun_churn,
-    "ddim": sample_ddim,
-    "ddpm": sample_ddpm,
-    "euler-maruyama": sample_euler_maruyama,
-    "pc": sample_pc,
-    "dpmpp-2m": sample_dpmpp_2m,
-    "flow-euler": sample_flow_euler,
-    "flow-midpoint": sample_flow_midpoint,
-}
-
-# Denoiser calls for n steps on a grid ending at 0 (Heun's last step is Euler; no corrector at sigma = 0).
-NFE = {
-    "euler": lambda n, **o: n,
-    "heun": lambda n, **o: 2 * n - 1,
-    "heun-churn": lambda n, **o: 2 * n - 1,
-    "ddim": lambda n, **o: n,
-    "ddpm": lambda n, **o: n,
-    "euler-maruyama": lambda n, **o: n,
-    "pc": lambda n, n_corrector=1, **o: n + n_corrector * (n - 1),
-    "dpmpp-2m": lambda n, **o: n,
-    "flow-euler": lambda n, **o: n,
-    "flow-midpoint": lambda n, **o: 2 * n,
+    "ddpm": Sampler(sample_ddpm, lambda n, **o: n, 100, "ddpm"),
+    "heun": Sampler(sample_heun, lambda n, **o: 2 * n - 1, 18, "ode"),
+    "euler": Sampler(sample_euler, lambda n, **o: n, 50, "ode"),
+    "dpmpp-2m": Sampler(sample_dpmpp_2m, lambda n, **o: n, 25, "ode"),
+    "ddim": Sampler(sample_ddim, lambda n, **o: n, 50, "ode"),
+    "heun-churn": Sampler(sample_heun_churn, lambda n, **o: 2 * n - 1, 18, "sde"),
+    "euler-maruyama": Sampler(sample_euler_maruyama, lambda n, **o: n, 100, "sde"),
+    "pc": Sampler(sample_pc, lambda n, n_corrector=1, **o: n + n_corrector * (n - 1), 100, "sde"),
+    "flow-euler": Sampler(sample_flow_euler, lambda n, **o: n, 50, "flow"),
+    "flow-midpoint": Sampler(sample_flow_midpoint, lambda n, **o: 2 * n, 25, "flow"),
 }

@@ -8,7 +8,8 @@ from PIL import Image
 
 from unigen.data import to_uint8
 from unigen.errors import UserError
-from unigen.plot import plot_curves, save_image_grid, save_text
+from unigen.io import atomic_write_text as save_text
+from unigen.plot import plot_curves, save_image_grid, save_scatter
 
 
 def leftovers(folder, keep):
@@ -95,3 +96,12 @@ def test_save_text_round_trip_and_overwrite(tmp_path):
     save_text(path, "caf\u00e9 \u2603\nsecond\n")
     assert path.read_bytes() == "caf\u00e9 \u2603\nsecond\n".encode("utf-8")
     assert leftovers(path.parent, {"notes.txt"}) == []
+
+
+def test_scatter_is_a_png_and_atomic(tmp_path):
+    x = torch.randn(100, 2, generator=torch.Generator().manual_seed(0))
+    path = save_scatter(x, tmp_path / "s.png", "points")
+    with Image.open(path) as im:
+        assert im.size == (500, 500)
+        assert len(set(np.asarray(im.convert("L")).ravel().tolist())) > 2   # something was drawn
+    assert leftovers(tmp_path, {"s.png"}) == []
