@@ -1,0 +1,1 @@
+"""Image classification (ViT, MLP): `task.py` (build / loss / evaluate) and `presets.py`."""
