@@ -200,7 +200,7 @@ CASES = [
     ("eval-weights-empty", ["eval", "{empty_model}"], "model.safetensors is not a readable safetensors file"),
     ("eval-no-weights", ["eval", "{no_weights}"], "has no trained weights yet"),
 ]
-# known failures in files owned by others (reported): the message is a traceback, not a UserError
+# model settings each family validates in its build(): a one-line UserError naming the field
 MODEL_SETTINGS = {
     "patch-zero": (["train", "vit-mnist", "--data.name=digits", "--model.patch=0", "--out", "{out}"], "model.patch"),
     "negative-hidden": (["train", "mlp-digits", "--model.hidden=-1", "--out", "{out}"], "model.hidden"),

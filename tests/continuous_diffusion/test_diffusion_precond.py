@@ -14,10 +14,10 @@ MU, STD = 0.4, 0.8
 DATA = Gaussian.isotropic(MU, STD, 3)
 
 
-def test_edm_coefficients_match_table_1_and_its_derivation():
+@pytest.mark.parametrize("sd", [0.5, 1.0, 0.2])   # toy2d-edm ships sigma_data = 1; 0.5 alone hides a dropped argument
+def test_edm_coefficients_match_table_1_and_its_derivation(sd):
     """EDM App. B.6: c_in gives the network unit-variance input, c_skip minimises the effective target's variance,
     c_out makes it unit variance, for data of variance sigma_data^2."""
-    sd = 0.5
     sigma = torch.logspace(-3, 2, 30, dtype=F64)
     assert c_skip(sigma, sd).tolist() == pytest.approx((sd ** 2 / (sigma ** 2 + sd ** 2)).tolist(), rel=1e-14)
     assert c_out(sigma, sd).tolist() == pytest.approx((sigma * sd / (sigma ** 2 + sd ** 2).sqrt()).tolist(), rel=1e-14)
@@ -95,15 +95,16 @@ def test_flow_adapters_recover_the_exact_denoiser(parameterization):
     torch.testing.assert_close(D(x, sigma), DATA.denoiser(x, sigma), rtol=1e-9, atol=1e-9)
 
 
-def test_edm_preconditioning_with_the_ideal_F():
+@pytest.mark.parametrize("sd", [0.5, 1.0, 0.2])
+def test_edm_preconditioning_with_the_ideal_F(sd):
     """EDM Eq. 7: with F = (D* - c_skip x) / c_out (the ideal raw output) the wrapper returns D*, and the network
-    sees c_in x and c_noise = ln(sigma)/4; conditioning keywords pass through."""
-    sd, seen = 0.5, {}
+    sees c_in x = x / sqrt(sigma^2 + sigma_data^2) and c_noise = ln(sigma)/4; conditioning keywords pass through."""
+    seen = {}
 
     def net(x_in, c_noise, y=None):
         sigma = (4 * c_noise).exp()[:, None]
         x = x_in * (sigma ** 2 + sd ** 2).sqrt()                      # undo c_in
-        seen["y"] = y
+        seen["y"], seen["x_in"], seen["c_noise"] = y, x_in, c_noise
         skip, out = sd ** 2 / (sigma ** 2 + sd ** 2), sigma * sd / (sigma ** 2 + sd ** 2).sqrt()
         return (DATA.denoiser(x, sigma.flatten()) - skip * x) / out
 
@@ -112,6 +113,9 @@ def test_edm_preconditioning_with_the_ideal_F():
     x = torch.randn(4, 3, generator=torch.Generator().manual_seed(3), dtype=F64) * (1 + sigma[:, None])
     torch.testing.assert_close(D(x, sigma, y=torch.arange(4)), DATA.denoiser(x, sigma), rtol=1e-9, atol=1e-9)
     assert seen["y"].tolist() == [0, 1, 2, 3]
+    # what the network actually receives, from Table 1 written out here (not from c_in / c_noise)
+    torch.testing.assert_close(seen["x_in"], x / (sigma[:, None] ** 2 + sd ** 2).sqrt(), rtol=1e-12, atol=0)
+    torch.testing.assert_close(seen["c_noise"], sigma.log() / 4, rtol=1e-12, atol=0)
 
 
 def test_denoiser_handles_images_and_scalar_sigma():

@@ -145,7 +145,9 @@ def test_ddim_inversion_follows_the_exact_ode_and_round_trips():
         errs.append((z - DATA.ode(x_data, up[0], up[-1])).abs().max().item())
         back = sample_ddim(DATA.denoiser, z, torch.cat([up.flip(0), up.new_zeros(1)]))
         exact_back = DATA.denoiser(x_data, up[0])                     # the final DDIM step from sigma_min denoises
-        assert (back - exact_back).abs().max() < 40 * errs[-1]        # both legs are O(1/n)
+        # both legs are O(1/n); measured ratio of the round-trip error to the inversion error: 0.079, 0.080, 0.081
+        # at n = 32, 64, 128 (the errors of the two legs mostly cancel), so 0.1 leaves 25% headroom
+        assert (back - exact_back).abs().max() < 0.1 * errs[-1]
     assert abs(_slope([32, 64, 128], errs) - 1) < 0.2
 
 
@@ -257,3 +259,23 @@ def test_langevin_corrector_pulls_a_coarse_predictor_toward_the_data():
     se = math.sqrt(2 / (n * d))
     assert bias["euler-maruyama"] > 10 * se                           # the predictor alone is visibly biased
     assert abs(bias["pc"]) < bias["euler-maruyama"] / 2, bias
+
+
+
+def test_dpmpp_2m_step_after_a_short_step_is_third_order_locally():
+    """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2) extrapolates the denoised value with r = h_prev / h. Over a whole
+    grid a swapped ratio telescopes away (the global error stays O(h^2), so convergence orders cannot see it); one
+    step of size H right after a tiny step eps = H^2 / 10 can: the exact Gaussian ODE gives a local error O(H^3),
+    and a wrong r makes the step first order (local O(H^2))."""
+    Hs = [0.4, 0.2, 0.1, 0.05]
+    errors = []
+    for H in Hs:
+        s0 = 5.0
+        s1 = s0 * math.exp(-H * H / 10)
+        s2 = s1 * math.exp(-H)
+        sigmas = torch.tensor([s0, s1, s2, 0.0], dtype=F64)
+        x = _start() * s0
+        seen = []
+        SAMPLERS["dpmpp-2m"](DATA.denoiser, x, sigmas, callback=lambda info: seen.append(info["x"]))
+        errors.append((seen[1] - DATA.ode(x, s0, s2)).abs().max().item())
+    assert abs(_slope(1 / np.array(Hs), errors) - 3) < 0.25, (errors, _slope(1 / np.array(Hs), errors))

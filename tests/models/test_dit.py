@@ -71,9 +71,10 @@ def test_tiny_trains_two_steps_and_runs_in_eval(pos, num_classes):
         opt.step()
         losses.append(loss.item())
     assert math.isfinite(losses[0]) and losses[1] < losses[0]
-    model.eval()
-    with torch.no_grad():
-        assert torch.equal(model(x, c, y), model(x, c, y))
+    with torch.no_grad():                 # no dropout or batch statistics: train and eval mode compute the same
+        train_out = model(x, c, y)
+        model.eval()
+        assert torch.equal(model(x, c, y), train_out)
 
 
 def test_fresh_block_is_identity_and_fresh_dit_outputs_zero():
