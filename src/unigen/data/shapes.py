@@ -9,9 +9,12 @@ Layouts come from a numpy PCG64 stream seeded by (data.seed, split), so a datase
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
+from unigen.data import options
 from unigen.data.dataset import Dataset, cached, check_split, split_seed
 from unigen.data.images import from_uint8
 from unigen.data.tokenizer import ByteTokenizer
@@ -113,14 +116,29 @@ def render_shapes(n: int, size: int, seed: int) -> dict:
             "boxes": boxes, "box_labels": cls, "captions": captions}
 
 
-def load_shapes(cfg, split: str) -> Dataset:
+@dataclass
+class ShapesData:
+    """`data.*` options of the procedural shapes pictures."""
+
+    name: str = "shapes"
+    n_train: int = 0            # training pictures (0 = 10,000); test always has 1,000
+    image_size: int = 0         # side of the pictures (0 = 32, else at least 16)
+    seed: int = 0               # seed of the drawn layouts
+
+    def check(self) -> None:
+        options.non_negative("data.n_train", self.n_train)
+        options.non_negative("data.image_size", self.image_size)
+        if 0 < self.image_size < MIN_SIZE:
+            raise UserError(f"data.image_size={self.image_size} is too small for shapes; use 0 ({DEFAULT_SIZE}) "
+                            f"or at least {MIN_SIZE}")
+        options.seed("data.seed", self.seed)
+
+
+def load_shapes(cfg: ShapesData, split: str) -> Dataset:
     """`{"x": (N, 3, S, S) in [-1, 1], "y", "caption_ids" (N, L), "boxes" (N, 3, 4), "box_labels" (N, 3)}`."""
     check_split(split)
+    cfg.check()
     size = cfg.image_size or DEFAULT_SIZE
-    if size < MIN_SIZE:
-        raise UserError(f"data.image_size={size} is too small for shapes; use 0 (32) or at least {MIN_SIZE}")
-    if cfg.n_train < 0:
-        raise UserError(f"data.n_train must be >= 0, got {cfg.n_train}")
     n = (cfg.n_train or N_TRAIN) if split == "train" else N_TEST
     seed = split_seed(cfg.seed, split, "shapes")
     d = cached(("shapes", n, size, seed), lambda: render_shapes(n, size, seed))

@@ -8,17 +8,36 @@ from __future__ import annotations
 
 import hashlib
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from unigen.data import options
 from unigen.data.dataset import Dataset, cached, check_split
-from unigen.data.tokenizer import Tokenizer, build_tokenizer
+from unigen.data.tokenizer import MIN_BPE_VOCAB, TOKENIZERS, Tokenizer, build_tokenizer
 from unigen.errors import UserError
 
 TEST_FRACTION = 0.05
 STDLIB_SOURCE = "pydoc_data.topics"
+
+
+@dataclass
+class TextData:
+    """`data.*` options of the text dataset."""
+
+    name: str = "text"
+    path: str = ""              # a UTF-8 file to use instead of the stdlib corpus
+    tokenizer: str = "byte"     # byte | bpe
+    vocab_size: int = 512       # BPE vocabulary size (unused by the byte tokenizer)
+    seq_len: int = 128          # tokens per training sequence
+
+    def check(self) -> None:
+        options.one_of("data.tokenizer", self.tokenizer, TOKENIZERS)
+        if self.tokenizer == "bpe" and self.vocab_size < MIN_BPE_VOCAB:
+            raise UserError(f"data.vocab_size must be >= {MIN_BPE_VOCAB} for a BPE tokenizer, got {self.vocab_size}")
+        options.positive("data.seq_len", self.seq_len)
 
 
 def stdlib_corpus() -> str:
@@ -82,11 +101,10 @@ def windows(stream: np.ndarray, seq_len: int) -> torch.Tensor:
     return torch.from_numpy(stream[: n * seq_len].reshape(n, seq_len).copy())   # (N, T)
 
 
-def load_text(cfg, split: str) -> Dataset:
+def load_text(cfg: TextData, split: str) -> Dataset:
     """`{"ids": (N, seq_len) long}` windows of the tokenized corpus; `ds.tokenizer` encodes and decodes."""
     check_split(split)
-    if cfg.seq_len <= 0:
-        raise UserError(f"data.seq_len must be > 0, got {cfg.seq_len}")
+    cfg.check()
     source, text = _corpus(cfg.path)
     vocab = cfg.vocab_size if cfg.tokenizer == "bpe" else 0
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -11,8 +11,11 @@ import json
 from pathlib import Path
 
 from unigen.errors import UserError
+from unigen.io import atomic_write_text
 
 FILENAME = "tokenizer.json"
+TOKENIZERS = ("byte", "bpe")   # the kinds `build_tokenizer` makes
+MIN_BPE_VOCAB = 260            # the 256 bytes, BOS, EOS, PAD and at least one merge
 SPECIAL_TOKENS = ("<|bos|>", "<|eos|>", "<|pad|>")   # BPE spellings of BOS, EOS, PAD
 
 
@@ -41,10 +44,7 @@ class Tokenizer:
 
     def save(self, directory: str | Path) -> Path:
         """Write `directory/tokenizer.json` atomically; returns its path."""
-        from unigen.io import atomic_write_text
-        path = Path(directory) / FILENAME
-        atomic_write_text(path, self._json())
-        return path
+        return atomic_write_text(Path(directory) / FILENAME, self._json())
 
     @staticmethod
     def load(directory: str | Path) -> "Tokenizer":
@@ -94,8 +94,8 @@ class BPETokenizer(Tokenizer):
     def train(cls, text: str, vocab_size: int) -> "BPETokenizer":
         """Learn `vocab_size - 259` merges on `text` (deterministic: counts and tie-breaks do not depend on order)."""
         from tokenizers import Tokenizer as HFTokenizer, decoders, models, pre_tokenizers, trainers
-        if vocab_size < 260:
-            raise UserError(f"data.vocab_size must be >= 260 for a BPE tokenizer, got {vocab_size}")
+        if vocab_size < MIN_BPE_VOCAB:
+            raise UserError(f"data.vocab_size must be >= {MIN_BPE_VOCAB} for a BPE tokenizer, got {vocab_size}")
         tok = HFTokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
@@ -152,4 +152,4 @@ def build_tokenizer(kind: str, text: str, vocab_size: int) -> Tokenizer:
         return ByteTokenizer()
     if kind == "bpe":
         return BPETokenizer.train(text, vocab_size)
-    raise UserError(f"data.tokenizer={kind!r} is not one of: byte, bpe")
+    raise UserError(f"data.tokenizer={kind!r} is not one of: {', '.join(TOKENIZERS)}")

@@ -17,9 +17,11 @@ so `toy2d_log_density` raises UserError for them.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
+from unigen.data import options
 from unigen.data.dataset import Dataset, cached, check_split, split_seed
 from unigen.errors import UserError
 
@@ -131,6 +133,22 @@ def _rings_logp(x: torch.Tensor) -> torch.Tensor:
 _RAW_SAMPLERS = {"moons": _moons, "swissroll": _swissroll, "8gaussians": _8gaussians,
                  "checkerboard": _checkerboard, "rings": _rings}
 _RAW_LOG_DENSITIES = {"8gaussians": _8gaussians_logp, "checkerboard": _checkerboard_logp, "rings": _rings_logp}
+TOYS = tuple(_RAW_SAMPLERS)
+
+
+@dataclass
+class Toy2dData:
+    """`data.*` options of the toy2d dataset."""
+
+    name: str = "toy2d"
+    toy: str = "moons"          # moons | swissroll | 8gaussians | checkerboard | rings
+    n_train: int = 0            # training points (0 = 100,000); test always has 10,000
+    seed: int = 0               # seed of the sampled points
+
+    def check(self) -> None:
+        options.one_of("data.toy", self.toy, TOYS)
+        options.non_negative("data.n_train", self.n_train)
+        options.seed("data.seed", self.seed)
 
 
 def _check_name(name: str) -> None:
@@ -162,12 +180,10 @@ def toy2d_log_density(name: str, x: torch.Tensor) -> torch.Tensor:
     return (_RAW_LOG_DENSITIES[name](raw) + math.log(sx) + math.log(sy)).to(x.dtype)
 
 
-def load_toy2d(cfg, split: str) -> Dataset:
+def load_toy2d(cfg: Toy2dData, split: str) -> Dataset:
     """Toy 2-D points `{"x": (N, 2) float32}`; train has `n_train` (default 100,000), test 10,000 from another seed."""
     check_split(split)
-    _check_name(cfg.toy)
-    if cfg.n_train < 0:
-        raise UserError(f"data.n_train must be >= 0, got {cfg.n_train}")
+    cfg.check()
     n = (cfg.n_train or N_TRAIN) if split == "train" else N_TEST
     seed = split_seed(cfg.seed, split, "toy2d:" + cfg.toy)
     x = cached(("toy2d", cfg.toy, n, seed), lambda: sample_toy2d(cfg.toy, n, torch.Generator().manual_seed(seed)))
