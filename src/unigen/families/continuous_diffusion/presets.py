@@ -1,13 +1,14 @@
 """The continuous-diffusion presets: small Python functions returning a `Config`, and the `PRESETS` dict."""
 from __future__ import annotations
 
-from unigen.config import Config, DataConfig, SampleConfig, TrainConfig
+from unigen.config import Config, SampleConfig, TrainConfig
+from unigen.data import MnistData, Toy2dData
 from unigen.families.continuous_diffusion.network import DiffusionModelConfig
 
 
 def _toy(method: str, preset: str, sampler: str, steps: int, **model) -> Config:
     """The toy2d trio shares data, backbone and training budget; only the method (and its sampler) differ."""
-    return Config(task="diffusion", preset=preset, data=DataConfig(name="toy2d", toy="checkerboard"),
+    return Config(task="diffusion", preset=preset, data=Toy2dData(toy="checkerboard"),
                   model=DiffusionModelConfig(method=method, backbone="mlp", size="small", **model),
                   train=TrainConfig(steps=3000, batch_size=512, lr=2e-3, warmup_steps=100, ema_decay=0.999,
                                     ckpt_every=1500, log_every=100),
@@ -32,7 +33,7 @@ def toy2d_fm() -> Config:
 def _mnist(method: str, preset: str, sampler: str, steps: int, **model) -> Config:
     """A 0.3M-parameter UNet (base width 16; attention only at 7 x 7) trained 600 steps of batch 64 in bf16: the
     size that gives recognisable digits in a few CPU minutes (convolutions learn strokes far sooner than a DiT)."""
-    return Config(task="diffusion", preset=preset, data=DataConfig(name="mnist"),
+    return Config(task="diffusion", preset=preset, data=MnistData(),
                   model=DiffusionModelConfig(method=method, backbone="unet", size="tiny", width=16, attn="7",
                                              **model),
                   train=TrainConfig(steps=600, batch_size=64, lr=2e-3, warmup_steps=50, ema_decay=0.999,
