@@ -3,7 +3,7 @@
     python -m benchmarks.text_quality --out DIR [--steps 600] [--phases train,eval,speed,samples,bpe] ...
 
 Everything goes through unigen's own API (`unigen.run.train / evaluate / load`, `Task.sample`), on the text presets
-of `unigen.families.discrete_diffusion.task` (byte-level Python docs, 128-token windows, the same 3.3M-parameter network, `--steps`
+of `unigen.families.discrete_diffusion.presets` (byte-level Python docs, 128-token windows, the same 3.3M-parameter network, `--steps`
 steps of `--batch` windows). Trained runs land in DIR/runs/PRESET and are reused when their config matches, and
 held-out results are stored beside them, so a phase can be re-run alone (or side by side with another). Phases:
 
@@ -29,6 +29,7 @@ import math
 import shlex
 import statistics
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -38,7 +39,12 @@ from torch import Tensor
 
 from benchmarks.harness import log, machine, quartiles
 from unigen import run as R
-from unigen.families.discrete_diffusion import task as F
+from unigen.data import load as load_data
+from unigen.families.discrete_diffusion.ar import ar_token_nll
+from unigen.families.discrete_diffusion.evaluate import SUMMARY
+from unigen.families.discrete_diffusion.evaluate import heldout as heldout_metrics
+from unigen.families.discrete_diffusion.network import unwrap, with_bos
+from unigen.families.discrete_diffusion.task import METHODS
 from unigen.registry import get_preset
 
 PRESETS = ("text-ar", "text-mdlm", "text-sedd", "text-bd3-4", "text-bd3-16")
@@ -81,18 +87,15 @@ def phase_train(args, runs: Path) -> dict:
 # ----------------------------------------------------------------------------------------------------- held-out
 @torch.no_grad()
 def heldout(run_dir: Path, mc: int, seqs: int, seed: int = 0, batch_size: int = 64) -> tuple[dict, Tensor]:
-    """What `unigen.run.evaluate(run_dir, mc=mc, seqs=seqs, seed=seed)` computes (same functions, same seeding),
-    plus each window's nats/token (S,), so that two models can be compared on the same windows (paired errors)."""
-    from unigen.data import load as load_data
-    cfg, lm = R.read_config(run_dir), F.unwrap(R.load(run_dir))
+    """What `unigen.run.evaluate(run_dir, mc=mc, seqs=seqs, seed=seed)` computes (the same function), plus each
+    window's nats/token (S,), so that two models can be compared on the same windows (paired errors)."""
+    cfg, lm = R.read_config(run_dir), unwrap(R.load(run_dir))
     data = load_data(cfg.data, "test")
-    S = min(seqs or len(data), len(data))
-    x0 = data.batch(torch.arange(S))["ids"]  # (S, T)
-    torch.manual_seed(seed)
-    nll, mc_se = F.BOUNDS[lm.method](lm, x0, mc, batch_size)  # (S,), (S,)
-    n_bytes = sum(len(data.tokenizer.decode(row).encode("utf-8")) for row in x0.tolist())
-    out = F.likelihood_summary(nll, mc_se, x0.shape[1], n_bytes)
-    return {**out, "seqs": S, "mc": 0 if lm.method == "ar" else mc, "tokens": S * x0.shape[1]}, nll / x0.shape[1]
+    method = METHODS[lm.method]
+    m, nll = heldout_metrics(lm, method.bound, data, seqs=seqs or len(data), mc=mc, batch_size=batch_size,
+                             seed=seed, exact=method.exact)
+    out = {**{k: m[k] for k in SUMMARY}, "seqs": m["seqs"], "mc": m["mc_samples"], "tokens": m["tokens"]}
+    return out, nll / (m["tokens"] // m["seqs"])
 
 
 def eval_run(run_dir: Path, mc: int, seqs: int) -> tuple[dict, Tensor]:
@@ -163,7 +166,6 @@ def load_model(runs: Path, preset: str, untrained: list[str]):
 def phase_speed(args, runs: Path) -> dict:
     """Every row once per round, round-robin (so load from other processes hits all alike); the time is the
     sampler's own (`Task.sample`'s "seconds": generation only, no file writing)."""
-    import tempfile
     models = {p: load_model(runs, p, args.untrained) for p in {row[1] for row in SPEED}}
     seen = [0]  # token positions through the network (per row), counted by a hook on every model
     for model, _ in models.values():
@@ -223,18 +225,15 @@ def byte_stats(rows: list[list[int]]) -> dict:
 @torch.no_grad()
 def ar_gen_nll(ar_lm, rows: list[list[int]]) -> float:
     """Nats per byte of the samples under the trained AR model ("generative perplexity" = exp of it)."""
-    from unigen.families.discrete_diffusion.ar import ar_token_nll
-    x = F.with_bos(torch.tensor(rows), ar_lm.bos_id)  # (n, T+1)
+    x = with_bos(torch.tensor(rows), ar_lm.bos_id)  # (n, T+1)
     return float(ar_token_nll(ar_lm, x, ar_lm.mask_id).mean())
 
 
 def phase_samples(args, runs: Path) -> dict:
     """Each sampler at the presets' sampling defaults (from scratch, 128 tokens, one token per step)."""
-    import tempfile
-    from unigen.data import load as load_data
     todo = [(p, s) for p, s in SAMPLES if not args.only or p in args.only]
     models = {p: (R.load(runs / p), R.read_config(runs / p)) for p in {p for p, _ in todo} | {"text-ar"}}
-    ar_lm = F.unwrap(models["text-ar"][0])
+    ar_lm = unwrap(models["text-ar"][0])
     test = load_data(models["text-ar"][1].data, "test")
     ref_rows = test.batch(torch.arange(len(test)))["ids"].tolist()
     out = {"held-out text": {**byte_stats(ref_rows), "ar_nats_per_byte": ar_gen_nll(ar_lm, ref_rows[:64]),
@@ -254,7 +253,6 @@ def phase_samples(args, runs: Path) -> dict:
 def unigram_ce(run_dir: Path, seqs: int) -> float:
     """Cross-entropy (nats/token) of the held-out windows under the training split's token frequencies (add-one):
     the NELBO of a masked model that ignores the context and predicts token frequencies."""
-    from unigen.data import load as load_data
     cfg = R.read_config(run_dir)
     tr, te = load_data(cfg.data, "train"), load_data(cfg.data, "test")
     V = tr.info["vocab_size"]
