@@ -297,72 +297,92 @@ def _clip(text: str, n: int = 90) -> str:
     return "`" + (text[:n] + "…" if len(text) > n else text).replace("`", "'") + "`"
 
 
+def _report_eval(res: dict) -> list[str]:
+    parts = []
+    ev, tr = res["eval"], res.get("train", {})
+    parts += ["## Held-out likelihood\n", _header(res, "eval"),
+              "| preset | bound | ppl | nats/token ± se | MC se | bits/byte | ppl / AR ppl (paired) | train s |"
+              " train CPU s | eval s |\n|---|---|---|---|---|---|---|---|---|---|\n"]
+    for p in PRESETS:
+        e = ev[p]
+        r = ev["ratios"].get(f"{p}/text-ar")
+        ratio = f"{r[0]:.3f} ± {r[1]:.3f}" if r else "1"
+        kind = "exact NLL" if p == "text-ar" else f"NELBO, mc {e['mc']}"
+        parts.append(f"| {p} | {kind} | {e['ppl']:.3f} | {e['nats_per_token']:.4f} ± {e['se']:.4f} | "
+                     f"{e['mc_se']:.4f} | {e['bits_per_byte']:.4f} | {ratio} | "
+                     f"{tr.get(p, {}).get('seconds', float('nan')):.0f} | "
+                     f"{tr.get(p, {}).get('cpu_s', float('nan')):.0f} | {e['eval_s']:.0f} |\n")
+    parts.append("\nOther paired ratios: " + ", ".join(
+        f"{k} = {v[0]:.3f} ± {v[1]:.3f}" for k, v in ev["ratios"].items() if not k.endswith("/text-ar")) +
+        f". AR check against `unigen.run.evaluate`: |difference| = {ev['check_ar_vs_unigen_eval']:.2e} "
+        "nats/token.\n\n")
+    return parts
+
+
+def _report_speed(res: dict) -> list[str]:
+    parts = []
+    sp = res["speed"]
+    su = sp["setup"]
+    base = sp["LLaDA low-confidence, full recompute"]["median_s"]
+    parts += ["## Sampling speed\n", _header(res, "speed"),
+              f"Batch {su['batch']}, prompt {su['prompt']!r} ({len(su['prompt'])} bytes), {su['gen']} generated "
+              f"tokens, temperature 1, one token per step; {su['repeats']} round-robin rounds after a warm-up."
+              + (f" Untrained (initial weights): {', '.join(su['untrained'])}." if su.get("untrained") else "")
+              + "\n\n"
+              "| sampler | median s [IQR] | tokens/s | NFE | model calls | positions / token |"
+              " speed-up over LLaDA |\n"
+              "|---|---|---|---|---|---|---|\n"]
+    for name, *_ in SPEED:
+        r = sp[name]
+        parts.append(f"| {name} | {r['median_s']:.2f} [{r['q1']:.2f}, {r['q3']:.2f}] | {r['tokens_per_s']:.1f} | "
+                     f"{r['nfe']:.0f} | {r['model_calls']:.0f} | {r['positions_per_token']:.0f} | "
+                     f"{base / r['median_s']:.2f}x |\n")
+    pairs = [("BD3 blocks of 16, recompute prefix", "BD3 blocks of 16, KV cache"),
+             ("BD3 blocks of 4, recompute prefix", "BD3 blocks of 4, KV cache")]
+    parts.append("\nKV cache over recompute (median ratio): " + ", ".join(
+        f"{b.split(',')[0]} {sp[a]['median_s'] / sp[b]['median_s']:.2f}x" for a, b in pairs) +
+        ". Cached and recompute runs gave the same tokens (same seed, every round): " + ", ".join(
+        f"{b.split(',')[0]} {sp[b].get('same_tokens_as_recompute')}" for _, b in pairs) +
+        ". Positions / token: token positions run through the network per generated token and row.\n\n")
+    return parts
+
+
+def _report_samples(res: dict) -> list[str]:
+    parts = []
+    sm = res["samples"]
+    parts += ["## Samples\n", _header(res, "samples"),
+              f"n = {res['samples_n']} from scratch, 128 tokens, each sampler's defaults (one token per step), "
+              "seed 0. AR nats/byte: the samples scored by the trained text-ar model (exp of it = generative "
+              "perplexity; low for repetitive text, so read it with the space fraction and byte entropy).\n\n"
+              "| model, sampler | space bytes | byte entropy (bits) | AR nats/byte | NFE | first sample |\n"
+              "|---|---|---|---|---|---|\n"]
+    for k, v in sm.items():
+        parts.append(f"| {k} | {v['space_frac']:.2f} | {v['byte_entropy_bits']:.2f} | {v['ar_nats_per_byte']:.2f}"
+                     f" | {v.get('nfe', '-')} | {_clip(v['texts'][0])} |\n")
+    parts.append("\n")
+    return parts
+
+
+def _report_bpe(res: dict) -> list[str]:
+    parts = []
+    b = res["bpe"]
+    parts += ["## Bytes vs BPE for the masked model\n", _header(res, "bpe"),
+              "| run | NELBO nats/token ± se | unigram CE nats/token | NELBO bits/byte | unigram bits/byte |"
+              " train loss, steps 50-150 / last 100 |\n|---|---|---|---|---|---|\n"]
+    for k, v in b.items():
+        parts.append(f"| {k} | {v['nats_per_token']:.3f} ± {v['se']:.3f} | {v['unigram_nats_per_token']:.3f} | "
+                     f"{v['bits_per_byte']:.3f} | {v['unigram_bits_per_byte']:.3f} | "
+                     f"{v['loss_early']:.3f} / {v['loss_end']:.3f} |\n")
+    parts.append("\n")
+    return parts
+
+
 def report(res: dict) -> str:
     parts = ["# Text quality: discrete diffusion LMs vs AR at equal compute (generated tables)\n"]
-    if "eval" in res:
-        ev, tr = res["eval"], res.get("train", {})
-        parts += ["## Held-out likelihood\n", _header(res, "eval"),
-                  "| preset | bound | ppl | nats/token ± se | MC se | bits/byte | ppl / AR ppl (paired) | train s |"
-                  " train CPU s | eval s |\n|---|---|---|---|---|---|---|---|---|---|\n"]
-        for p in PRESETS:
-            e = ev[p]
-            r = ev["ratios"].get(f"{p}/text-ar")
-            ratio = f"{r[0]:.3f} ± {r[1]:.3f}" if r else "1"
-            kind = "exact NLL" if p == "text-ar" else f"NELBO, mc {e['mc']}"
-            parts.append(f"| {p} | {kind} | {e['ppl']:.3f} | {e['nats_per_token']:.4f} ± {e['se']:.4f} | "
-                         f"{e['mc_se']:.4f} | {e['bits_per_byte']:.4f} | {ratio} | "
-                         f"{tr.get(p, {}).get('seconds', float('nan')):.0f} | "
-                         f"{tr.get(p, {}).get('cpu_s', float('nan')):.0f} | {e['eval_s']:.0f} |\n")
-        parts.append("\nOther paired ratios: " + ", ".join(
-            f"{k} = {v[0]:.3f} ± {v[1]:.3f}" for k, v in ev["ratios"].items() if not k.endswith("/text-ar")) +
-            f". AR check against `unigen.run.evaluate`: |difference| = {ev['check_ar_vs_unigen_eval']:.2e} "
-            "nats/token.\n\n")
-    if "speed" in res:
-        sp = res["speed"]
-        su = sp["setup"]
-        base = sp["LLaDA low-confidence, full recompute"]["median_s"]
-        parts += ["## Sampling speed\n", _header(res, "speed"),
-                  f"Batch {su['batch']}, prompt {su['prompt']!r} ({len(su['prompt'])} bytes), {su['gen']} generated "
-                  f"tokens, temperature 1, one token per step; {su['repeats']} round-robin rounds after a warm-up."
-                  + (f" Untrained (initial weights): {', '.join(su['untrained'])}." if su.get("untrained") else "")
-                  + "\n\n"
-                  "| sampler | median s [IQR] | tokens/s | NFE | model calls | positions / token |"
-                  " speed-up over LLaDA |\n"
-                  "|---|---|---|---|---|---|---|\n"]
-        for name, *_ in SPEED:
-            r = sp[name]
-            parts.append(f"| {name} | {r['median_s']:.2f} [{r['q1']:.2f}, {r['q3']:.2f}] | {r['tokens_per_s']:.1f} | "
-                         f"{r['nfe']:.0f} | {r['model_calls']:.0f} | {r['positions_per_token']:.0f} | "
-                         f"{base / r['median_s']:.2f}x |\n")
-        pairs = [("BD3 blocks of 16, recompute prefix", "BD3 blocks of 16, KV cache"),
-                 ("BD3 blocks of 4, recompute prefix", "BD3 blocks of 4, KV cache")]
-        parts.append("\nKV cache over recompute (median ratio): " + ", ".join(
-            f"{b.split(',')[0]} {sp[a]['median_s'] / sp[b]['median_s']:.2f}x" for a, b in pairs) +
-            ". Cached and recompute runs gave the same tokens (same seed, every round): " + ", ".join(
-            f"{b.split(',')[0]} {sp[b].get('same_tokens_as_recompute')}" for _, b in pairs) +
-            ". Positions / token: token positions run through the network per generated token and row.\n\n")
-    if "samples" in res:
-        sm = res["samples"]
-        parts += ["## Samples\n", _header(res, "samples"),
-                  f"n = {res['samples_n']} from scratch, 128 tokens, each sampler's defaults (one token per step), "
-                  "seed 0. AR nats/byte: the samples scored by the trained text-ar model (exp of it = generative "
-                  "perplexity; low for repetitive text, so read it with the space fraction and byte entropy).\n\n"
-                  "| model, sampler | space bytes | byte entropy (bits) | AR nats/byte | NFE | first sample |\n"
-                  "|---|---|---|---|---|---|\n"]
-        for k, v in sm.items():
-            parts.append(f"| {k} | {v['space_frac']:.2f} | {v['byte_entropy_bits']:.2f} | {v['ar_nats_per_byte']:.2f}"
-                         f" | {v.get('nfe', '-')} | {_clip(v['texts'][0])} |\n")
-        parts.append("\n")
-    if "bpe" in res:
-        b = res["bpe"]
-        parts += ["## Bytes vs BPE for the masked model\n", _header(res, "bpe"),
-                  "| run | NELBO nats/token ± se | unigram CE nats/token | NELBO bits/byte | unigram bits/byte |"
-                  " train loss, steps 50-150 / last 100 |\n|---|---|---|---|---|---|\n"]
-        for k, v in b.items():
-            parts.append(f"| {k} | {v['nats_per_token']:.3f} ± {v['se']:.3f} | {v['unigram_nats_per_token']:.3f} | "
-                         f"{v['bits_per_byte']:.3f} | {v['unigram_bits_per_byte']:.3f} | "
-                         f"{v['loss_early']:.3f} / {v['loss_end']:.3f} |\n")
-        parts.append("\n")
+    for phase, section in (("eval", _report_eval), ("speed", _report_speed), ("samples", _report_samples),
+                           ("bpe", _report_bpe)):
+        if phase in res:
+            parts += section(res)
     return "".join(parts)
 
 
