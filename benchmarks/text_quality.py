@@ -3,7 +3,7 @@
     python -m benchmarks.text_quality --out DIR [--steps 600] [--phases train,eval,speed,samples,bpe] ...
 
 Everything goes through unigen's own API (`unigen.run.train / evaluate / load`, `Task.sample`), on the text presets
-of `unigen.families.discrete_diffusion.task` (byte-level Python docs, 128-token windows, the same 3.3M-parameter network, `--steps`
+of `unigen.families.discrete_diffusion.presets` (byte-level Python docs, 128-token windows, the same 3.3M-parameter network, `--steps`
 steps of `--batch` windows). Trained runs land in DIR/runs/PRESET and are reused when their config matches, and
 held-out results are stored beside them, so a phase can be re-run alone (or side by side with another). Phases:
 
@@ -29,6 +29,7 @@ import math
 import shlex
 import statistics
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -38,7 +39,12 @@ from torch import Tensor
 
 from benchmarks.harness import log, machine, quartiles
 from unigen import run as R
-from unigen.families.discrete_diffusion import task as F
+from unigen.data import load as load_data
+from unigen.families.discrete_diffusion.ar import ar_token_nll
+from unigen.families.discrete_diffusion.evaluate import SUMMARY
+from unigen.families.discrete_diffusion.evaluate import heldout as heldout_metrics
+from unigen.families.discrete_diffusion.network import unwrap, with_bos
+from unigen.families.discrete_diffusion.task import METHODS
 from unigen.registry import get_preset
 
 PRESETS = ("text-ar", "text-mdlm", "text-sedd", "text-bd3-4", "text-bd3-16")
@@ -81,18 +87,15 @@ def phase_train(args, runs: Path) -> dict:
 # ----------------------------------------------------------------------------------------------------- held-out
 @torch.no_grad()
 def heldout(run_dir: Path, mc: int, seqs: int, seed: int = 0, batch_size: int = 64) -> tuple[dict, Tensor]:
-    """What `unigen.run.evaluate(run_dir, mc=mc, seqs=seqs, seed=seed)` computes (same functions, same seeding),
-    plus each window's nats/token (S,), so that two models can be compared on the same windows (paired errors)."""
-    from unigen.data import load as load_data
-    cfg, lm = R.read_config(run_dir), F.unwrap(R.load(run_dir))
+    """What `unigen.run.evaluate(run_dir, mc=mc, seqs=seqs, seed=seed)` computes (the same function), plus each
+    window's nats/token (S,), so that two models can be compared on the same windows (paired errors)."""
+    cfg, lm = R.read_config(run_dir), unwrap(R.load(run_dir))
     data = load_data(cfg.data, "test")
-    S = min(seqs or len(data), len(data))
-    x0 = data.batch(torch.arange(S))["ids"]  # (S, T)
-    torch.manual_seed(seed)
-    nll, mc_se = F.BOUNDS[lm.method](lm, x0, mc, batch_size)  # (S,), (S,)
-    n_bytes = sum(len(data.tokenizer.decode(row).encode("utf-8")) for row in x0.tolist())
-    out = F.likelihood_summary(nll, mc_se, x0.shape[1], n_bytes)
-    return {**out, "seqs": S, "mc": 0 if lm.method == "ar" else mc, "tokens": S * x0.shape[1]}, nll / x0.shape[1]
+    method = METHODS[lm.method]
+    m, nll = heldout_metrics(lm, method.bound, data, seqs=seqs or len(data), mc=mc, batch_size=batch_size,
+                             seed=seed, exact=method.exact)
+    out = {**{k: m[k] for k in SUMMARY}, "seqs": m["seqs"], "mc": m["mc_samples"], "tokens": m["tokens"]}
+    return out, nll / (m["tokens"] // m["seqs"])
 
 
 def eval_run(run_dir: Path, mc: int, seqs: int) -> tuple[dict, Tensor]:
@@ -163,7 +166,6 @@ def load_model(runs: Path, preset: str, untrained: list[str]):
 def phase_speed(args, runs: Path) -> dict:
     """Every row once per round, round-robin (so load from other processes hits all alike); the time is the
     sampler's own (`Task.sample`'s "seconds": generation only, no file writing)."""
-    import tempfile
     models = {p: load_model(runs, p, args.untrained) for p in {row[1] for row in SPEED}}
     seen = [0]  # token positions through the network (per row), counted by a hook on every model
     for model, _ in models.values():
@@ -223,18 +225,15 @@ def byte_stats(rows: list[list[int]]) -> dict:
 @torch.no_grad()
 def ar_gen_nll(ar_lm, rows: list[list[int]]) -> float:
     """Nats per byte of the samples under the trained AR model ("generative perplexity" = exp of it)."""
-    from unigen.families.discrete_diffusion.ar import ar_token_nll
-    x = F.with_bos(torch.tensor(rows), ar_lm.bos_id)  # (n, T+1)
+    x = with_bos(torch.tensor(rows), ar_lm.bos_id)  # (n, T+1)
     return float(ar_token_nll(ar_lm, x, ar_lm.mask_id).mean())
 
 
 def phase_samples(args, runs: Path) -> dict:
     """Each sampler at the presets' sampling defaults (from scratch, 128 tokens, one token per step)."""
-    import tempfile
-    from unigen.data import load as load_data
     todo = [(p, s) for p, s in SAMPLES if not args.only or p in args.only]
     models = {p: (R.load(runs / p), R.read_config(runs / p)) for p in {p for p, _ in todo} | {"text-ar"}}
-    ar_lm = F.unwrap(models["text-ar"][0])
+    ar_lm = unwrap(models["text-ar"][0])
     test = load_data(models["text-ar"][1].data, "test")
     ref_rows = test.batch(torch.arange(len(test)))["ids"].tolist()
     out = {"held-out text": {**byte_stats(ref_rows), "ar_nats_per_byte": ar_gen_nll(ar_lm, ref_rows[:64]),
@@ -254,7 +253,6 @@ def phase_samples(args, runs: Path) -> dict:
 def unigram_ce(run_dir: Path, seqs: int) -> float:
     """Cross-entropy (nats/token) of the held-out windows under the training split's token frequencies (add-one):
     the NELBO of a masked model that ignores the context and predicts token frequencies."""
-    from unigen.data import load as load_data
     cfg = R.read_config(run_dir)
     tr, te = load_data(cfg.data, "train"), load_data(cfg.data, "test")
     V = tr.info["vocab_size"]
@@ -299,72 +297,92 @@ def _clip(text: str, n: int = 90) -> str:
     return "`" + (text[:n] + "…" if len(text) > n else text).replace("`", "'") + "`"
 
 
+def _report_eval(res: dict) -> list[str]:
+    parts = []
+    ev, tr = res["eval"], res.get("train", {})
+    parts += ["## Held-out likelihood\n", _header(res, "eval"),
+              "| preset | bound | ppl | nats/token ± se | MC se | bits/byte | ppl / AR ppl (paired) | train s |"
+              " train CPU s | eval s |\n|---|---|---|---|---|---|---|---|---|---|\n"]
+    for p in PRESETS:
+        e = ev[p]
+        r = ev["ratios"].get(f"{p}/text-ar")
+        ratio = f"{r[0]:.3f} ± {r[1]:.3f}" if r else "1"
+        kind = "exact NLL" if p == "text-ar" else f"NELBO, mc {e['mc']}"
+        parts.append(f"| {p} | {kind} | {e['ppl']:.3f} | {e['nats_per_token']:.4f} ± {e['se']:.4f} | "
+                     f"{e['mc_se']:.4f} | {e['bits_per_byte']:.4f} | {ratio} | "
+                     f"{tr.get(p, {}).get('seconds', float('nan')):.0f} | "
+                     f"{tr.get(p, {}).get('cpu_s', float('nan')):.0f} | {e['eval_s']:.0f} |\n")
+    parts.append("\nOther paired ratios: " + ", ".join(
+        f"{k} = {v[0]:.3f} ± {v[1]:.3f}" for k, v in ev["ratios"].items() if not k.endswith("/text-ar")) +
+        f". AR check against `unigen.run.evaluate`: |difference| = {ev['check_ar_vs_unigen_eval']:.2e} "
+        "nats/token.\n\n")
+    return parts
+
+
+def _report_speed(res: dict) -> list[str]:
+    parts = []
+    sp = res["speed"]
+    su = sp["setup"]
+    base = sp["LLaDA low-confidence, full recompute"]["median_s"]
+    parts += ["## Sampling speed\n", _header(res, "speed"),
+              f"Batch {su['batch']}, prompt {su['prompt']!r} ({len(su['prompt'])} bytes), {su['gen']} generated "
+              f"tokens, temperature 1, one token per step; {su['repeats']} round-robin rounds after a warm-up."
+              + (f" Untrained (initial weights): {', '.join(su['untrained'])}." if su.get("untrained") else "")
+              + "\n\n"
+              "| sampler | median s [IQR] | tokens/s | NFE | model calls | positions / token |"
+              " speed-up over LLaDA |\n"
+              "|---|---|---|---|---|---|---|\n"]
+    for name, *_ in SPEED:
+        r = sp[name]
+        parts.append(f"| {name} | {r['median_s']:.2f} [{r['q1']:.2f}, {r['q3']:.2f}] | {r['tokens_per_s']:.1f} | "
+                     f"{r['nfe']:.0f} | {r['model_calls']:.0f} | {r['positions_per_token']:.0f} | "
+                     f"{base / r['median_s']:.2f}x |\n")
+    pairs = [("BD3 blocks of 16, recompute prefix", "BD3 blocks of 16, KV cache"),
+             ("BD3 blocks of 4, recompute prefix", "BD3 blocks of 4, KV cache")]
+    parts.append("\nKV cache over recompute (median ratio): " + ", ".join(
+        f"{b.split(',')[0]} {sp[a]['median_s'] / sp[b]['median_s']:.2f}x" for a, b in pairs) +
+        ". Cached and recompute runs gave the same tokens (same seed, every round): " + ", ".join(
+        f"{b.split(',')[0]} {sp[b].get('same_tokens_as_recompute')}" for _, b in pairs) +
+        ". Positions / token: token positions run through the network per generated token and row.\n\n")
+    return parts
+
+
+def _report_samples(res: dict) -> list[str]:
+    parts = []
+    sm = res["samples"]
+    parts += ["## Samples\n", _header(res, "samples"),
+              f"n = {res['samples_n']} from scratch, 128 tokens, each sampler's defaults (one token per step), "
+              "seed 0. AR nats/byte: the samples scored by the trained text-ar model (exp of it = generative "
+              "perplexity; low for repetitive text, so read it with the space fraction and byte entropy).\n\n"
+              "| model, sampler | space bytes | byte entropy (bits) | AR nats/byte | NFE | first sample |\n"
+              "|---|---|---|---|---|---|\n"]
+    for k, v in sm.items():
+        parts.append(f"| {k} | {v['space_frac']:.2f} | {v['byte_entropy_bits']:.2f} | {v['ar_nats_per_byte']:.2f}"
+                     f" | {v.get('nfe', '-')} | {_clip(v['texts'][0])} |\n")
+    parts.append("\n")
+    return parts
+
+
+def _report_bpe(res: dict) -> list[str]:
+    parts = []
+    b = res["bpe"]
+    parts += ["## Bytes vs BPE for the masked model\n", _header(res, "bpe"),
+              "| run | NELBO nats/token ± se | unigram CE nats/token | NELBO bits/byte | unigram bits/byte |"
+              " train loss, steps 50-150 / last 100 |\n|---|---|---|---|---|---|\n"]
+    for k, v in b.items():
+        parts.append(f"| {k} | {v['nats_per_token']:.3f} ± {v['se']:.3f} | {v['unigram_nats_per_token']:.3f} | "
+                     f"{v['bits_per_byte']:.3f} | {v['unigram_bits_per_byte']:.3f} | "
+                     f"{v['loss_early']:.3f} / {v['loss_end']:.3f} |\n")
+    parts.append("\n")
+    return parts
+
+
 def report(res: dict) -> str:
     parts = ["# Text quality: discrete diffusion LMs vs AR at equal compute (generated tables)\n"]
-    if "eval" in res:
-        ev, tr = res["eval"], res.get("train", {})
-        parts += ["## Held-out likelihood\n", _header(res, "eval"),
-                  "| preset | bound | ppl | nats/token ± se | MC se | bits/byte | ppl / AR ppl (paired) | train s |"
-                  " train CPU s | eval s |\n|---|---|---|---|---|---|---|---|---|---|\n"]
-        for p in PRESETS:
-            e = ev[p]
-            r = ev["ratios"].get(f"{p}/text-ar")
-            ratio = f"{r[0]:.3f} ± {r[1]:.3f}" if r else "1"
-            kind = "exact NLL" if p == "text-ar" else f"NELBO, mc {e['mc']}"
-            parts.append(f"| {p} | {kind} | {e['ppl']:.3f} | {e['nats_per_token']:.4f} ± {e['se']:.4f} | "
-                         f"{e['mc_se']:.4f} | {e['bits_per_byte']:.4f} | {ratio} | "
-                         f"{tr.get(p, {}).get('seconds', float('nan')):.0f} | "
-                         f"{tr.get(p, {}).get('cpu_s', float('nan')):.0f} | {e['eval_s']:.0f} |\n")
-        parts.append("\nOther paired ratios: " + ", ".join(
-            f"{k} = {v[0]:.3f} ± {v[1]:.3f}" for k, v in ev["ratios"].items() if not k.endswith("/text-ar")) +
-            f". AR check against `unigen.run.evaluate`: |difference| = {ev['check_ar_vs_unigen_eval']:.2e} "
-            "nats/token.\n\n")
-    if "speed" in res:
-        sp = res["speed"]
-        su = sp["setup"]
-        base = sp["LLaDA low-confidence, full recompute"]["median_s"]
-        parts += ["## Sampling speed\n", _header(res, "speed"),
-                  f"Batch {su['batch']}, prompt {su['prompt']!r} ({len(su['prompt'])} bytes), {su['gen']} generated "
-                  f"tokens, temperature 1, one token per step; {su['repeats']} round-robin rounds after a warm-up."
-                  + (f" Untrained (initial weights): {', '.join(su['untrained'])}." if su.get("untrained") else "")
-                  + "\n\n"
-                  "| sampler | median s [IQR] | tokens/s | NFE | model calls | positions / token |"
-                  " speed-up over LLaDA |\n"
-                  "|---|---|---|---|---|---|---|\n"]
-        for name, *_ in SPEED:
-            r = sp[name]
-            parts.append(f"| {name} | {r['median_s']:.2f} [{r['q1']:.2f}, {r['q3']:.2f}] | {r['tokens_per_s']:.1f} | "
-                         f"{r['nfe']:.0f} | {r['model_calls']:.0f} | {r['positions_per_token']:.0f} | "
-                         f"{base / r['median_s']:.2f}x |\n")
-        pairs = [("BD3 blocks of 16, recompute prefix", "BD3 blocks of 16, KV cache"),
-                 ("BD3 blocks of 4, recompute prefix", "BD3 blocks of 4, KV cache")]
-        parts.append("\nKV cache over recompute (median ratio): " + ", ".join(
-            f"{b.split(',')[0]} {sp[a]['median_s'] / sp[b]['median_s']:.2f}x" for a, b in pairs) +
-            ". Cached and recompute runs gave the same tokens (same seed, every round): " + ", ".join(
-            f"{b.split(',')[0]} {sp[b].get('same_tokens_as_recompute')}" for _, b in pairs) +
-            ". Positions / token: token positions run through the network per generated token and row.\n\n")
-    if "samples" in res:
-        sm = res["samples"]
-        parts += ["## Samples\n", _header(res, "samples"),
-                  f"n = {res['samples_n']} from scratch, 128 tokens, each sampler's defaults (one token per step), "
-                  "seed 0. AR nats/byte: the samples scored by the trained text-ar model (exp of it = generative "
-                  "perplexity; low for repetitive text, so read it with the space fraction and byte entropy).\n\n"
-                  "| model, sampler | space bytes | byte entropy (bits) | AR nats/byte | NFE | first sample |\n"
-                  "|---|---|---|---|---|---|\n"]
-        for k, v in sm.items():
-            parts.append(f"| {k} | {v['space_frac']:.2f} | {v['byte_entropy_bits']:.2f} | {v['ar_nats_per_byte']:.2f}"
-                         f" | {v.get('nfe', '-')} | {_clip(v['texts'][0])} |\n")
-        parts.append("\n")
-    if "bpe" in res:
-        b = res["bpe"]
-        parts += ["## Bytes vs BPE for the masked model\n", _header(res, "bpe"),
-                  "| run | NELBO nats/token ± se | unigram CE nats/token | NELBO bits/byte | unigram bits/byte |"
-                  " train loss, steps 50-150 / last 100 |\n|---|---|---|---|---|---|\n"]
-        for k, v in b.items():
-            parts.append(f"| {k} | {v['nats_per_token']:.3f} ± {v['se']:.3f} | {v['unigram_nats_per_token']:.3f} | "
-                         f"{v['bits_per_byte']:.3f} | {v['unigram_bits_per_byte']:.3f} | "
-                         f"{v['loss_early']:.3f} / {v['loss_end']:.3f} |\n")
-        parts.append("\n")
+    for phase, section in (("eval", _report_eval), ("speed", _report_speed), ("samples", _report_samples),
+                           ("bpe", _report_bpe)):
+        if phase in res:
+            parts += section(res)
     return "".join(parts)
 
 

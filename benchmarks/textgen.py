@@ -20,7 +20,7 @@ import torch
 from benchmarks.harness import Case
 from unigen.families.discrete_diffusion.ar import sample_ar
 from unigen.families.discrete_diffusion.bd3 import sample_bd3
-from unigen.families.discrete_diffusion.samplers import sample_llada
+from unigen.families.discrete_diffusion.llada import sample_llada
 from unigen.models.text import TextTransformer, TextTransformerConfig
 
 VOCAB, PROMPT, GEN, BATCH = 512, 16, 128, 8

@@ -7,7 +7,7 @@ from unigen.families.discrete_diffusion import bd3 as BD
 from unigen.families.discrete_diffusion import masked as M
 from unigen.errors import UserError
 from unigen.models.text import TextTransformer, TextTransformerConfig
-from unigen.nn.attention import peeking
+from unigen.nn.attention import causal_mask, peeking
 
 V, MASK = 10, 10
 
@@ -45,6 +45,20 @@ def test_block_diffusion_mask_matches_the_definition(n, bs):
     assert torch.equal(BD.bd3_positions(n), torch.cat([torch.arange(n), torch.arange(n)]))
     with pytest.raises(UserError):
         BD.bd3_attention_mask(n, n + 1)
+
+
+@pytest.mark.parametrize("n,bs", [(8, 2), (7, 3), (5, 1), (4, 4)])
+def test_block_causal_mask_matches_double_loop(n, bs):
+    """M_BC: query i sees key j iff block(j) <= block(i) (a shorter last block included); block size 1 is causal."""
+    want = torch.zeros(n, n, dtype=torch.bool)
+    for i in range(n):
+        for j in range(n):
+            want[i, j] = (j // bs) <= (i // bs)
+    assert torch.equal(BD.block_causal(n, bs), want)
+    if bs == 1:
+        assert torch.equal(BD.block_causal(n, bs), causal_mask(n))
+    with pytest.raises(UserError):
+        BD.block_causal(4, 0)
 
 
 def test_one_block_spanning_the_sequence_is_mdlm():

@@ -15,7 +15,7 @@ import torch
 
 from unigen.families.discrete_diffusion import likelihood as LK
 from unigen.families.discrete_diffusion import masked as M
-from unigen.families.discrete_diffusion import samplers as S
+from unigen.families.discrete_diffusion import llada as S
 
 V, L, MASK = 3, 3, 3
 SEQS = torch.tensor(list(itertools.product(range(V), repeat=L)))  # (27, 3)
@@ -128,7 +128,7 @@ def test_llada_random_one_token_per_step_samples_the_joint():
 
 def test_mdlm_single_step_samples_the_product_of_marginals():
     n = 20000
-    x, stats = S.sample_mdlm(exact_logits_fn(), torch.full((n, L), MASK), steps=1, mask_id=MASK,
+    x, stats = M.sample_mdlm(exact_logits_fn(), torch.full((n, L), MASK), steps=1, mask_id=MASK,
                              generator=torch.Generator().manual_seed(7))
     assert stats["nfe"] == 1 and not (x == MASK).any()
     marg = [torch.zeros(V, dtype=torch.float64).index_add_(0, SEQS[:, i], P) for i in range(L)]
@@ -141,7 +141,7 @@ def test_mdlm_many_steps_with_independent_data_is_exact_and_conditioning_works()
     marg = torch.tensor([[0.6, 0.3, 0.1], [0.2, 0.2, 0.6], [0.1, 0.5, 0.4]], dtype=torch.float64)
     p = marg[0][SEQS[:, 0]] * marg[1][SEQS[:, 1]] * marg[2][SEQS[:, 2]]
     n = 20000
-    x, stats = S.sample_mdlm(exact_logits_fn(p), torch.full((n, L), MASK), steps=5, mask_id=MASK,
+    x, stats = M.sample_mdlm(exact_logits_fn(p), torch.full((n, L), MASK), steps=5, mask_id=MASK,
                              generator=torch.Generator().manual_seed(8))
     assert 1 <= stats["nfe"] <= 5
     _assert_matches(_empirical(x), p, n)

@@ -1,11 +1,13 @@
 """Masked-diffusion samplers: invariants (no mask left, prompt untouched), Gumbel in float64, transfer schedules,
-threshold decoding, classifier-free guidance, logits reuse; plus every registered sampler on a tiny network."""
+threshold decoding, classifier-free guidance, logits reuse; the masked samplers of the registry on a tiny network
+(every registered sampler is also run by test_sampler_contract.py)."""
 import pytest
 import torch
 
-from unigen.families.discrete_diffusion import SAMPLERS
 from unigen.families.discrete_diffusion import categorical as C
-from unigen.families.discrete_diffusion import samplers as S
+from unigen.families.discrete_diffusion import llada as S
+from unigen.families.discrete_diffusion import masked as M
+from unigen.families.discrete_diffusion.samplers import SAMPLERS, MaskedDenoiser
 from unigen.errors import UserError
 
 V, MASK = 11, 11
@@ -77,16 +79,25 @@ def test_num_transfer_tokens_is_linear_and_complete():
 
 @pytest.mark.parametrize("name,kw", [
     ("mdlm", dict(steps=8)),
-    ("mdlm", dict(steps=8, reuse_logits=False, cond="sigma")),
-    ("llada", dict(steps=11)),
-    ("llada", dict(steps=11, block_length=1)),
+    ("llada", dict(steps=11, temperature=0.0)),
+    ("llada", dict(steps=11, temperature=0.0, block_length=1)),
     ("llada-random", dict(steps=11, temperature=1.0)),
     ("fast-dllm", dict(steps=0, temperature=1.0)),
-    ("llada", dict(steps=6, cfg_scale=1.5, temperature=0.5)),
+    ("llada", dict(steps=6, guidance=2.5, temperature=0.5)),
 ])
 def test_masked_samplers_fill_every_mask_and_keep_the_prompt(name, kw):
     x = canvas()
-    out, stats = SAMPLERS[name](TinyDenoiser(), x, mask_id=MASK, generator=torch.Generator().manual_seed(5), **kw)
+    d = MaskedDenoiser(TinyDenoiser(), MASK, time_cond=False)
+    out, stats = SAMPLERS[name](d, x, generator=torch.Generator().manual_seed(5), **kw)
+    assert out.shape == x.shape and not (out == MASK).any()
+    assert torch.equal(out[:, :5], x[:, :5])
+    assert stats["nfe"] >= 1
+
+
+def test_mdlm_on_sigma_without_logit_reuse_fills_every_mask_and_keeps_the_prompt():
+    x = canvas()
+    out, stats = M.sample_mdlm(TinyDenoiser(), x, steps=8, mask_id=MASK, reuse_logits=False, cond="sigma",
+                               generator=torch.Generator().manual_seed(5))
     assert out.shape == x.shape and not (out == MASK).any()
     assert torch.equal(out[:, :5], x[:, :5])
     assert stats["nfe"] >= 1
@@ -154,23 +165,23 @@ def test_guidance_combines_conditional_and_prompt_masked_passes():
 
 def test_mdlm_logit_reuse_is_exact_for_a_time_agnostic_model():
     x = canvas(B=2, L=16, prompt=2)
-    a, sa = S.sample_mdlm(TinyDenoiser(), x, steps=64, mask_id=MASK, generator=torch.Generator().manual_seed(9))
-    b, sb = S.sample_mdlm(TinyDenoiser(), x, steps=64, mask_id=MASK, reuse_logits=False,
+    a, sa = M.sample_mdlm(TinyDenoiser(), x, steps=64, mask_id=MASK, generator=torch.Generator().manual_seed(9))
+    b, sb = M.sample_mdlm(TinyDenoiser(), x, steps=64, mask_id=MASK, reuse_logits=False,
                           generator=torch.Generator().manual_seed(9))
     assert torch.equal(a, b)
     assert sa["nfe"] < sb["nfe"]
     # a call is made only when x changed since the previous one
     net = TinyDenoiser()
-    S.sample_mdlm(net, x, steps=64, mask_id=MASK, generator=torch.Generator().manual_seed(9))
+    M.sample_mdlm(net, x, steps=64, mask_id=MASK, generator=torch.Generator().manual_seed(9))
     assert all(not torch.equal(p, q) for p, q in zip(net.calls, net.calls[1:]))
 
 
 def test_sampler_input_checks():
     with pytest.raises(UserError):
-        S.sample_mdlm(TinyDenoiser(), canvas(), steps=0, mask_id=MASK)
+        M.sample_mdlm(TinyDenoiser(), canvas(), steps=0, mask_id=MASK)
     with pytest.raises(UserError):
         S.sample_llada(TinyDenoiser(), canvas(), steps=4, mask_id=MASK, remasking="entropy")
     with pytest.raises(UserError):
-        S.sample_mdlm(TinyDenoiser(), canvas().float(), steps=4, mask_id=MASK)
+        M.sample_mdlm(TinyDenoiser(), canvas().float(), steps=4, mask_id=MASK)
     full = torch.randint(0, V, (2, 5))
     assert torch.equal(S.sample_llada(TinyDenoiser(), full, steps=4, mask_id=MASK)[0], full)

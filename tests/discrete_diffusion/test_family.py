@@ -13,6 +13,9 @@ from unigen.cli import main
 from unigen.config import apply_overrides
 from unigen.data import load as load_data
 from unigen.data import load_tokenizer
+from unigen.families.discrete_diffusion import evaluate as E
+from unigen.families.discrete_diffusion import network as NW
+from unigen.families.discrete_diffusion import presets as P
 from unigen.families.discrete_diffusion import task as F
 from unigen.families.discrete_diffusion.masked import subs_log_probs
 from unigen.families.discrete_diffusion.sedd import subs_to_log_score
@@ -35,16 +38,17 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     """Every text preset trained 2 steps at tiny size through `unigen.run.train`."""
     root = tmp_path_factory.mktemp("lm")
     out = {}
-    for name in F.PRESETS:
+    for name in P.PRESETS:
         train(tiny(name), root / name)
         out[name] = root / name
     return out
 
 
 def test_presets_registered_with_equal_networks():
+    assert F.PRESETS is P.PRESETS  # the registry reads the presets through task.py
     info = {"vocab_size": 1024, "seq_len": 128, "bos_id": 0}
     counts = {}
-    for name in F.PRESETS:
+    for name in P.PRESETS:
         assert name in PRESETS and get_preset(name).task in TASKS
         cfg = get_preset(name)
         lm = TASKS[cfg.task].build(cfg, info)
@@ -54,7 +58,7 @@ def test_presets_registered_with_equal_networks():
     same = {counts[n] for n in ("text-ar", "text-mdlm", "text-bd3-4", "text-bd3-16")}
     assert len(same) == 1, counts  # SEDD adds only its sigma conditioning (adaLN)
     budgets = {(c.train.steps, c.train.batch_size, c.data.seq_len, c.model.size)
-               for c in (get_preset(n) for n in F.PRESETS)}
+               for c in (get_preset(n) for n in P.PRESETS)}
     assert len(budgets) == 1, budgets
 
 
@@ -65,7 +69,7 @@ def test_block_size_must_divide_seq_len(tmp_path):
         train(tiny("text-ar", "model.time_cond=true"), tmp_path / "bad2")
 
 
-@pytest.mark.parametrize("name", list(F.PRESETS))
+@pytest.mark.parametrize("name", list(P.PRESETS))
 def test_train_sample_eval(runs, name, tmp_path):
     run = runs[name]
     assert (run / "model.safetensors").exists()
@@ -117,11 +121,15 @@ def test_sampling_user_errors(runs, tmp_path):
         sample(runs["text-ar"], sampler="llada", n=1, out_dir=tmp_path / "s")
     with pytest.raises(UserError, match="option"):
         evaluate(runs["text-ar"], nfe_sweep=True)
+    with pytest.raises(UserError, match="guidance=2.0 applies to the samplers llada"):
+        sample(runs["text-mdlm"], sampler="mdlm", n=1, guidance=2.0, prompt=PROMPT, out_dir=tmp_path / "g2")
+    with pytest.raises(UserError, match="use_cache=False applies to the samplers bd3, ar"):
+        sample(runs["text-mdlm"], n=1, use_cache=False, out_dir=tmp_path / "c")
     g = sample(runs["text-mdlm"], n=1, guidance=2.0, prompt=PROMPT, length=8, out_dir=tmp_path / "ok")
     assert g["nfe"] == 8
 
 
-@pytest.mark.parametrize("name,extra", [(n, ()) for n in F.PRESETS] + [("text-mdlm", ("model.time_cond=true",))])
+@pytest.mark.parametrize("name,extra", [(n, ()) for n in P.PRESETS] + [("text-mdlm", ("model.time_cond=true",))])
 def test_uniform_network_bound_is_log_vocab(name, extra):
     """A network whose outputs are all zero predicts every real token with probability 1/V, so every bound has
     an analytic expectation: ln V per token for AR (exact), MDLM (stratified: l masked tokens weighted n / l, no
@@ -135,7 +143,7 @@ def test_uniform_network_bound_is_log_vocab(name, extra):
     m = TASKS[cfg.task].evaluate(lm, cfg, run_dir=Path("."), seqs=16, mc=8)
     V = data.info["vocab_size"]
     continuous = cfg.task == "sedd" or (cfg.task == "mdlm" and cfg.model.time_cond)
-    want = math.log(V) * (1 - F.EVAL_EPS if continuous else 1.0)
+    want = math.log(V) * (1 - E.EVAL_EPS if continuous else 1.0)
     if cfg.task == "ar" or not (continuous or cfg.task == "bd3"):
         assert m["nats_per_token"] == pytest.approx(want, rel=1e-6) and m["mc_se"] < 1e-6
     else:
@@ -145,14 +153,14 @@ def test_uniform_network_bound_is_log_vocab(name, extra):
 
 def test_ar_nll_matches_token_by_token(runs):
     """The AR evaluation equals -sum log p(x_i | BOS, x_<i) computed by re-running the model on every prefix."""
-    lm = F.unwrap(load(runs["text-ar"]))
+    lm = NW.unwrap(load(runs["text-ar"]))
     cfg = tiny("text-ar")
     x = load_data(cfg.data, "test").batch(torch.arange(2))["ids"][:, :10]  # (2, 10)
-    got, _ = F.BOUNDS["ar"](lm, x, 0, 64)
+    got, _ = F.METHODS["ar"].bound(lm, x, 0, 64)
     want = torch.zeros(2, dtype=torch.float64)
     with torch.no_grad():
         for i in range(10):
-            prefix = F.with_bos(x[:, :i], lm.bos_id)  # (2, i + 1)
+            prefix = NW.with_bos(x[:, :i], lm.bos_id)  # (2, i + 1)
             logits = lm(prefix)[:, -1].double()
             logits[:, lm.mask_id] = float("-inf")
             want -= torch.log_softmax(logits, -1).gather(1, x[:, i:i + 1]).squeeze(1)
@@ -174,8 +182,8 @@ def test_sedd_score_of_normalised_output_is_subs_score():
         def forward(self, ids, s):
             return logp + math.log(V)  # N - 1 = V on the absorbing graph
 
-    lm = F.DiscreteLM(torch.nn.Linear(1, 1), "sedd", F.DiscreteLMConfig(graph="absorb"), mask_id=V, bos_id=0)
-    got = F.sedd_log_score(Fixed(), lm, x, sigma)
+    lm = NW.DiscreteLM(torch.nn.Linear(1, 1), "sedd", NW.DiscreteLMConfig(graph="absorb"), mask_id=V, bos_id=0)
+    got = NW.sedd_log_score(Fixed(), lm, x, sigma)
     want = subs_to_log_score(logp, x, sigma, V)
     masked = x == V
     torch.testing.assert_close(got[masked], want[masked])

@@ -4,7 +4,7 @@ import torch
 
 from unigen.errors import UserError
 from unigen.models.text import TEXT_SIZES, TextTransformer, TextTransformerConfig, text_config
-from unigen.nn.attention import block_causal_mask, peeking
+from unigen.nn.attention import peeking
 
 
 def tiny(**kw):
@@ -63,7 +63,7 @@ def test_block_diffusion_layout_matches_cached_peek_and_commit():
     blk = torch.arange(L) // bs
     m_bd = blk[None, :] == blk[:, None]
     m_obc = blk[None, :] < blk[:, None]
-    m_bc = block_causal_mask(L, bs)
+    m_bc = blk[None, :] <= blk[:, None]
     mask = torch.cat([torch.cat([m_bd, m_obc], 1), torch.cat([torch.zeros(L, L, dtype=torch.bool), m_bc], 1)], 0)
     pos = torch.cat([torch.arange(L), torch.arange(L)])
     full = model(torch.cat([xt, x0], 1), torch.cat([t, torch.zeros_like(t)], 1), mask=mask, positions=pos)[:, :L]

@@ -49,14 +49,6 @@ def padding_mask(pad: Tensor) -> Tensor:
     return ~pad.bool()[:, None, None, :]  # (B, 1, 1, S)
 
 
-def block_causal_mask(T: int, block_size: int, device=None) -> Tensor:
-    """Block-causal mask (Arriola et al. 2025, BD3-LM M_BC): query i sees key j iff block(j) <= block(i)."""
-    if block_size <= 0:
-        raise UserError(f"block_size must be positive, got {block_size}")
-    b = torch.arange(T, device=device) // block_size
-    return b[None, :] <= b[:, None]  # (T, T)
-
-
 def combine_masks(*masks: Tensor | None) -> Tensor | None:
     """Logical AND of bool masks with broadcasting; None entries are skipped; all None gives None."""
     out = None

@@ -3,8 +3,8 @@
     noise.py        schedules sigma(t) (log-linear, geometric), NELBO weight, antithetic / clipped time sampling
     categorical.py  float64 Gumbel-max sampling (LLaDA's add_gumbel_noise), temperature, top-k
     masked.py       MDLM / LLaDA: absorbing forward process, SUBS parameterisation, NELBO and SFT losses
-    samplers.py     MDLM ancestral, LLaDA (low-confidence / random remasking, blocks, CFG), Fast-dLLM threshold;
-                    the registry SAMPLERS
+    llada.py        LLaDA (low-confidence / random remasking, blocks, CFG), Fast-dLLM threshold decoding
+    samplers.py     the one sampler signature, the denoisers each method's network is adapted to, SAMPLERS
     likelihood.py   Monte-Carlo ELBOs (LLaDA stratified, MDLM continuous-time) -> nats/token, perplexity
     sedd.py         SEDD: absorbing / uniform graphs, score entropy, Euler and Tweedie samplers
     bd3.py          BD3-LM: block masks, block NELBO, KV-cached semi-autoregressive sampler
@@ -12,19 +12,24 @@
 
 Convention: the tokenizer's ids are 0..V-1 (PAD/EOS/BOS included); the mask token is `mask_id` = V, so a
 denoiser outputs V + 1 logits. A denoiser is `logits_fn(x_t, t) -> logits (B, L, V+1)`.
+
+The glue (network.py: the network wrapper; task.py: the Task and the method table; evaluate.py: held-out bounds;
+presets.py) is not imported here, so the math imports nothing of unigen but `unigen.errors`.
 """
 from unigen.families.discrete_diffusion.ar import ar_loss, ar_nll, ar_token_nll, sample_ar
 from unigen.families.discrete_diffusion.bd3 import (bd3_attention_mask, bd3_loss, bd3_nelbo, bd3_positions, bd3_token_nll,
                                  block_causal, sample_bd3)
 from unigen.families.discrete_diffusion.categorical import add_gumbel_noise, sample_categorical, sample_logits
 from unigen.families.discrete_diffusion.likelihood import elbo_stratified, nelbo_mdlm, summarize
-from unigen.families.discrete_diffusion.masked import (mdlm_loss, mdlm_token_nll, noise_level, posterior_probs, q_xt, sft_loss,
-                                    subs_log_probs)
+from unigen.families.discrete_diffusion.masked import (mdlm_loss, mdlm_token_nll, noise_level, posterior_probs, q_xt,
+                                                       sample_mdlm, sft_loss, subs_log_probs)
 from unigen.families.discrete_diffusion.noise import (SCHEDULES, alpha, esigm1, geometric, loglinear, move_chance, nelbo_weight,
                                    sample_clipped_t, sample_t)
-from unigen.families.discrete_diffusion.samplers import SAMPLERS, guided_logits, num_transfer_tokens, sample_llada, sample_mdlm
+from unigen.families.discrete_diffusion.llada import guided_logits, num_transfer_tokens, sample_llada
+from unigen.families.discrete_diffusion.samplers import (SAMPLERS, BlockDenoiser, CausalDenoiser, MaskedDenoiser,
+                                                         ScoreDenoiser, options)
 from unigen.families.discrete_diffusion.sedd import (perturb, reverse_rate, sample_sedd_analytic, sample_sedd_euler, score_entropy,
-                                  sedd_loss, staggered_score, subs_to_log_score, transp_transition,
+                                  sedd_loss, sedd_token_loss, staggered_score, subs_to_log_score, transp_transition,
                                   tweedie_probs)
 
 __all__ = [
@@ -35,7 +40,9 @@ __all__ = [
     "mdlm_loss", "mdlm_token_nll", "noise_level", "posterior_probs", "q_xt", "sft_loss", "subs_log_probs",
     "SCHEDULES", "alpha", "esigm1", "geometric", "loglinear", "move_chance", "nelbo_weight", "sample_clipped_t",
     "sample_t",
-    "SAMPLERS", "guided_logits", "num_transfer_tokens", "sample_llada", "sample_mdlm",
+    "guided_logits", "num_transfer_tokens", "sample_llada", "sample_mdlm",
+    "SAMPLERS", "BlockDenoiser", "CausalDenoiser", "MaskedDenoiser", "ScoreDenoiser", "options",
     "perturb", "reverse_rate", "sample_sedd_analytic", "sample_sedd_euler", "score_entropy", "sedd_loss",
+    "sedd_token_loss",
     "staggered_score", "subs_to_log_score", "transp_transition", "tweedie_probs",
 ]

@@ -24,6 +24,7 @@ with weight 1: the loss is the autoregressive next-token cross-entropy.
 """
 from __future__ import annotations
 
+import contextlib
 from functools import partial
 
 import torch
@@ -34,13 +35,15 @@ from unigen.families.discrete_diffusion.ar import eos_lengths
 from unigen.families.discrete_diffusion.likelihood import summarize
 from unigen.families.discrete_diffusion.masked import check_tokens, q_xt, sample_mdlm, subs_log_probs
 from unigen.errors import UserError
-from unigen.nn.attention import peeking
 
 _LINEAR = partial(N.loglinear, eps=0.0)  # alpha_t = 1 - t: BD3-LM's linear schedule (mask rate t, weight 1/t)
 
 
 def block_causal(n: int, block_size: int, device=None) -> Tensor:
-    """Block-causal mask (BD3-LM M_BC on clean tokens): query i sees key j iff block(j) <= block(i). (n, n)."""
+    """Block-causal mask (BD3-LM M_BC on clean tokens): query i sees key j iff block(j) <= block(i). (n, n) bool,
+    True = may attend; block size 1 is the causal mask. The last block may be shorter."""
+    if block_size <= 0:
+        raise UserError(f"block_size must be positive, got {block_size}")
     b = torch.arange(n, device=device) // block_size
     return b[None, :] <= b[:, None]
 
@@ -170,7 +173,7 @@ class _CachedBlock:
         c = self.cache[0].length  # cached tokens: the block starts at lo = c + p
         level = t[:, None].expand(B, n).float() if self.time_cond else None  # (B, n)
         if p == 0:
-            with peeking(self.cache):
+            with _peeking(self.cache):
                 return self.model(block, level, mask=_full(n, c + n, dev),
                                   positions=torch.arange(c, c + n, device=dev), cache=self.cache)  # (B, n, V+1)
         mask = _full(p + n, c + p + n, dev)  # (p + n, c + p + n): the noisy block sees everything
@@ -199,6 +202,20 @@ def _block_logits(model, prefix: Tensor, block: Tensor, t: Tensor, *, time_cond:
 def _whole_canvas(callback, x: Tensor, lo: int, block: Tensor) -> None:
     """Show a block's denoising step in the whole canvas x (B, L) (x itself is not changed)."""
     callback(torch.cat([x[:, :lo], block, x[:, lo + block.shape[1]:]], dim=1))  # (B, L)
+
+
+@contextlib.contextmanager
+def _peeking(cache):
+    """Calls inside attend to the cache and their own keys without appending them (the cache protocol's
+    commit=False, see the module doc); `commit` is restored after."""
+    before = [layer.commit for layer in cache]
+    for layer in cache:
+        layer.commit = False
+    try:
+        yield
+    finally:
+        for layer, b in zip(cache, before):
+            layer.commit = b
 
 
 def _full(n: int, s: int, device) -> Tensor:

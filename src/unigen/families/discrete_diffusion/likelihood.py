@@ -22,10 +22,21 @@ from unigen.families.discrete_diffusion.masked import LogitsFn, mdlm_token_nll, 
 from unigen.errors import UserError
 
 
-def summarize(nll: Tensor, n_tokens: Tensor) -> dict:
-    """Per-sequence bounds (B,) in nats and their token counts (B,) -> {"nll", "nats_per_token", "ppl"}."""
+def summarize(nll: Tensor, n_tokens: Tensor, mc_se: Tensor | None = None, n_bytes: int | None = None) -> dict:
+    """Per-sequence bounds (B,) in nats and their token counts (B,) -> {"nll", "nats_per_token", "ppl"}.
+
+    With each bound's Monte-Carlo standard error mc_se (B,) also "se", the standard error of nats/token over the
+    sequences (sampling and MC noise together), and "mc_se", the MC part alone; with the text's size in bytes
+    also "bits_per_byte"."""
     per_token = float(nll.sum() / n_tokens.sum())
-    return {"nll": nll, "nats_per_token": per_token, "ppl": math.exp(per_token)}
+    out = {"nll": nll, "nats_per_token": per_token, "ppl": math.exp(per_token)}
+    if mc_se is not None:
+        B = nll.shape[0]
+        out["se"] = float((nll / n_tokens).std() / math.sqrt(B)) if B > 1 else float("nan")
+        out["mc_se"] = float(mc_se.pow(2).sum().sqrt() / n_tokens.sum())
+    if n_bytes is not None:
+        out["bits_per_byte"] = float(nll.sum()) / math.log(2) / n_bytes
+    return out
 
 
 @torch.no_grad()

@@ -1,140 +1,145 @@
-"""Samplers for masked diffusion LMs over a denoiser `logits_fn(x_t, t) -> logits (B, L, V+1)`, and the registry.
+"""The one sampler interface of the discrete diffusion LMs, the denoisers it takes, and the registry `SAMPLERS`.
 
-Every sampler takes a canvas x (B, L): `mask_id` marks the tokens to generate, every other token is a prompt or
-constraint and is never changed. Each returns (tokens (B, L), stats) with stats["nfe"] = number of network calls,
-and leaves no mask token. The mask logit is always forced to -inf before sampling (SUBS), so a mask is never drawn.
+Every sampler is called the same way:
 
-    sample_mdlm     MDLM ancestral sampling (Sahoo et al. 2024): the absorbing reverse posterior on a time grid
-                    (defined in masked.py, which BD3-LM's block sampler also uses)
-    sample_llada    LLaDA (Nie et al. 2025, reverse process): predict all masked tokens, keep a linear number per step
-                    (low-confidence or random remasking), semi-autoregressive blocks, classifier-free guidance,
-                    and Fast-dLLM's confidence-threshold parallel decoding (Wu et al. 2025)
+    tokens, stats = SAMPLERS[name](denoiser, x, steps=..., generator=None, callback=None, **options)
 
-`SAMPLERS` (bottom) also registers the SEDD, BD3-LM and AR samplers; their network arguments differ (see each).
+    denoiser    the network as the sampler's method sees it: one of the four dataclasses below, made once per run
+    x           the canvas (B, L) long: `denoiser.mask_id` where to generate; every other token is a prompt or a
+                constraint and comes back unchanged
+    steps       denoising steps (BD3: per block; AR and Fast-dLLM's threshold decoding do not use it)
+    generator   the torch.Generator of every random draw
+    callback    callback(x) with the canvas after every step (e.g. `watch.Watch`)
+    options     the sampler's own keywords, each with a default: temperature, guidance (1 = off), use_cache, ...
+                (`options(name)` lists them)
+    tokens      (B, L') with no mask id left; L' = L unless BD3 or AR stop early at an EOS
+    stats       {"nfe": the number of denoiser calls, ...}
+
+The denoisers, i.e. what each method's network offers its samplers:
+    MaskedDenoiser  logits(x_t, t (B,)) -> (B, L, V+1)                    mdlm, llada, llada-random, fast-dllm
+    ScoreDenoiser   log_score(x_t, sigma (B,)) -> (B, L, N) on SEDD's graph  sedd-euler, sedd-analytic
+    BlockDenoiser   net(ids, t, mask=, positions=, cache=), net.new_cache  bd3
+    CausalDenoiser  net(ids, cache=), net.new_cache                        ar
+
+Each entry adapts a paper-faithful sampler (masked.py, llada.py, sedd.py, bd3.py, ar.py) to this form. A new sampler
+is one function here, one entry in SAMPLERS, and it is then run by the generic contract test
+(tests/discrete_diffusion/test_sampler_contract.py).
 """
 from __future__ import annotations
 
+import inspect
+from dataclasses import dataclass
 from functools import partial
-from typing import Callable
+from typing import Any, Callable
 
-import torch
 from torch import Tensor
 
+from unigen.families.discrete_diffusion import noise as N
 from unigen.families.discrete_diffusion.ar import sample_ar
 from unigen.families.discrete_diffusion.bd3 import sample_bd3
-from unigen.families.discrete_diffusion.categorical import add_gumbel_noise
-from unigen.families.discrete_diffusion.masked import LogitsFn, check_canvas, sample_mdlm
-from unigen.families.discrete_diffusion.sedd import sample_sedd_analytic, sample_sedd_euler
-from unigen.errors import UserError
+from unigen.families.discrete_diffusion.llada import sample_llada
+from unigen.families.discrete_diffusion.masked import LogitsFn, sample_mdlm
+from unigen.families.discrete_diffusion.sedd import ScoreFn, sample_sedd_analytic, sample_sedd_euler
 
 
-def num_transfer_tokens(masked: Tensor, steps: int) -> Tensor:
-    """LLaDA's get_num_transfer_tokens: under the linear schedule each of `steps` steps unmasks the same number of
-    tokens; the remainder goes to the first steps. masked (B, n) bool -> counts (B, steps) summing to masked.sum(1)."""
-    n = masked.sum(dim=1, keepdim=True)  # (B, 1)
-    base, rem = n // steps, n % steps
-    return base + (torch.arange(steps, device=masked.device)[None, :] < rem).long()  # (B, steps)
+# ------------------------------------------------------------------------------------------------------ denoisers
+@dataclass(frozen=True)
+class MaskedDenoiser:
+    """A masked-diffusion (SUBS) denoiser: logits(x_t (B, L), t (B,)) -> (B, L, V+1), V = mask_id."""
+    logits: LogitsFn
+    mask_id: int
+    time_cond: bool = True      # False: the network ignores t, so MDLM reuses its logits while x is unchanged
 
 
-def guided_logits(logits_fn: LogitsFn, x: Tensor, t: Tensor | None, prompt: Tensor, mask_id: int,
-                  cfg_scale: float) -> Tensor:
-    """LLaDA's unsupervised classifier-free guidance (from Nie et al. 2024, SMDM): the unconditional
-    pass replaces the prompt by mask tokens, and logits = uncond + (w + 1)(cond - uncond), w = cfg_scale (0 = off;
-    LLaDA's convention: w + 1 is the usual guidance scale). Both passes go through one batched call."""
-    if cfg_scale == 0:
-        return logits_fn(x, t)
-    uncond_x = x.masked_fill(prompt, mask_id)  # (B, L)
-    both = logits_fn(torch.cat([x, uncond_x]), None if t is None else torch.cat([t, t]))  # (2B, L, V+1)
-    cond, uncond = both.chunk(2)
-    return uncond + (cfg_scale + 1) * (cond - uncond)
+@dataclass(frozen=True)
+class ScoreDenoiser:
+    """SEDD's score network: log_score(x_t (B, L), sigma (B,)) -> log s_theta (B, L, N) on `graph`."""
+    log_score: ScoreFn
+    mask_id: int                # marks the canvas positions to generate (absorbing graph: also its mask state)
+    graph: str = "absorb"       # absorb | uniform
+    n_states: int | None = None  # N (default mask_id + 1)
+    noise: Callable = N.loglinear
+
+    @property
+    def graph_kw(self) -> dict[str, Any]:
+        """The keywords of sedd.py's functions; the uniform graph has no mask state."""
+        return dict(graph=self.graph, n_states=self.n_states, noise=self.noise,
+                    mask_id=self.mask_id if self.graph == "absorb" else None)
 
 
-@torch.no_grad()
-def sample_llada(logits_fn: LogitsFn, x: Tensor, *, steps: int, mask_id: int, block_length: int | None = None,
-                 temperature: float = 0.0, remasking: str = "low_confidence", cfg_scale: float = 0.0,
-                 threshold: float | None = None, generator: torch.Generator | None = None,
-                 callback: Callable[[Tensor], None] | None = None) -> tuple[Tensor, dict]:
-    """LLaDA reverse process (Nie et al. 2025, generate.py): predict x_0 for every masked token (Gumbel-max at
-    `temperature` in float64), then keep the `num_transfer_tokens` most confident ("low_confidence") or random
-    ("random") ones and leave the rest masked; semi-autoregressive when block_length < the generated span.
-
-    The generated span runs from the first masked column to the end; it is split into blocks of block_length
-    (default: one block) and `steps` is shared evenly among the blocks. threshold (Fast-dLLM's confidence-aware
-    parallel decoding, Wu et al. 2025): instead of a fixed count, keep every masked token of the block whose
-    confidence exceeds it, and at least the most confident one, until the block is full (`steps` is then unused).
-    logits_fn gets t = the fraction of each row's generated tokens that are still masked. callback(x) is called
-    with the canvas after every step.
-    """
-    check_canvas(x, mask_id)
-    if remasking not in ("low_confidence", "random"):
-        raise UserError(f"remasking must be 'low_confidence' or 'random', got {remasking!r}")
-    x = x.clone()
-    prompt = x != mask_id  # (B, L)
-    cols = (~prompt).any(dim=0).nonzero()
-    if len(cols) == 0:
-        return x, {"nfe": 0}
-    start = int(cols[0])
-    span = x.shape[1] - start
-    block_length = span if block_length is None else block_length
-    if block_length <= 0 or span % block_length:
-        raise UserError(f"block_length {block_length} must divide the generated length {span}")
-    n_blocks = span // block_length
-    if threshold is None and (steps <= 0 or steps % n_blocks):
-        raise UserError(f"steps {steps} must be a positive multiple of the number of blocks {n_blocks}")
-    n_gen = (~prompt).sum(dim=1).clamp(min=1)  # (B,)
-    nfe = 0
-    for b in range(n_blocks):
-        lo, hi = start + b * block_length, start + (b + 1) * block_length
-        k = None if threshold is not None else num_transfer_tokens(x[:, lo:hi] == mask_id, steps // n_blocks)
-        i = 0
-        while (x[:, lo:hi] == mask_id).any() and (k is None or i < k.shape[1]):
-            if k is not None and not k[:, i].any():  # nothing to unmask at this step in any row
-                i += 1
-                continue
-            masked = x == mask_id  # (B, L)
-            t = masked.sum(dim=1) / n_gen  # (B,)
-            logits = guided_logits(logits_fn, x, t, prompt, mask_id, cfg_scale)  # (B, L, V+1)
-            nfe += 1
-            x0, conf = _predict(logits, mask_id, temperature, remasking, generator)  # (B, L), (B, L)
-            conf = conf.masked_fill(~masked, float("-inf"))
-            conf[:, hi:] = float("-inf")
-            x = torch.where(_select(conf, None if k is None else k[:, i], threshold), x0, x)
-            i += 1
-            if callback is not None:
-                callback(x)
-    return x, {"nfe": nfe}
+@dataclass(frozen=True)
+class BlockDenoiser:
+    """BD3-LM's network: net(ids, t or None, *, mask, positions, cache=None) -> (B, S, V+1); net.new_cache(B, L)."""
+    net: Callable
+    mask_id: int
+    block_size: int
+    time_cond: bool = False     # False: t is passed as None and logits are reused while a block is unchanged
 
 
-def _predict(logits: Tensor, mask_id: int, temperature: float, remasking: str,
-             generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
-    """LLaDA's prediction and confidence: x0 = argmax of Gumbel-perturbed logits; confidence = softmax(logits)[x0]
-    in float64, or uniform noise for random remasking."""
-    logits = logits.clone()
-    logits[..., mask_id] = float("-inf")
-    x0 = add_gumbel_noise(logits, temperature, generator).argmax(dim=-1)  # (B, L)
-    if remasking == "low_confidence":
-        p = torch.softmax(logits.double(), dim=-1)  # (B, L, V+1)
-        return x0, p.gather(-1, x0[..., None]).squeeze(-1)
-    return x0, torch.rand(x0.shape, generator=generator, dtype=torch.float64, device=x0.device)
+@dataclass(frozen=True)
+class CausalDenoiser:
+    """An autoregressive network: net(ids, cache=None) -> (B, T, V'); net.new_cache(B, L)."""
+    net: Callable
+    mask_id: int
 
 
-def _select(conf: Tensor, k: Tensor | None, threshold: float | None) -> Tensor:
-    """Which tokens to unmask: each row's k most confident (conf = -inf is ineligible), or with a threshold every
-    token with conf > threshold plus the row's most confident one."""
-    eligible = conf > float("-inf")  # (B, L)
-    rank = conf.argsort(dim=1, descending=True, stable=True).argsort(dim=1)  # (B, L), 0 = most confident
-    if threshold is None:
-        return (rank < k[:, None]) & eligible
-    return ((conf > threshold) | (rank == 0)) & eligible
+# ------------------------------------------------------------------------------------------------------- samplers
+def _mdlm(d: MaskedDenoiser, x: Tensor, *, steps: int, generator=None, callback=None) -> tuple[Tensor, dict]:
+    """MDLM's ancestral sampler (`masked.sample_mdlm`)."""
+    return sample_mdlm(d.logits, x, steps=steps, mask_id=d.mask_id, reuse_logits=not d.time_cond,
+                       generator=generator, callback=callback)
 
 
-SAMPLERS = {
-    "mdlm": sample_mdlm,                                       # logits_fn(x_t, t)
-    "llada": sample_llada,                                     # logits_fn(x_t, t), low-confidence remasking
-    "llada-random": partial(sample_llada, remasking="random"),  # logits_fn(x_t, t), random remasking
-    "fast-dllm": partial(sample_llada, threshold=0.9),          # logits_fn(x_t, t), confidence threshold 0.9
-    "sedd-euler": sample_sedd_euler,                           # score_fn(x_t, sigma) -> log-scores
-    "sedd-analytic": sample_sedd_analytic,                     # score_fn(x_t, sigma) -> log-scores
-    "bd3": sample_bd3,                                         # model(ids, t, mask=, positions=, cache=)
-    "ar": sample_ar,                                           # model(ids, cache=)
+def _llada(d: MaskedDenoiser, x: Tensor, *, steps: int, generator=None, callback=None, temperature: float = 1.0,
+           guidance: float = 1.0, remasking: str = "low_confidence", threshold: float | None = None,
+           block_length: int | None = None) -> tuple[Tensor, dict]:
+    """LLaDA (`llada.sample_llada`); guidance is the usual scale w + 1 (1 = off) of LLaDA's cfg_scale w."""
+    return sample_llada(d.logits, x, steps=steps, mask_id=d.mask_id, block_length=block_length,
+                        temperature=temperature, remasking=remasking, cfg_scale=guidance - 1, threshold=threshold,
+                        generator=generator, callback=callback)
+
+
+def _sedd_euler(d: ScoreDenoiser, x: Tensor, *, steps: int, generator=None, callback=None) -> tuple[Tensor, dict]:
+    """SEDD's Euler sampler (`sedd.sample_sedd_euler`)."""
+    return sample_sedd_euler(d.log_score, x, steps=steps, prompt_mask=x != d.mask_id, **d.graph_kw,
+                             generator=generator, callback=callback)
+
+
+def _sedd_analytic(d: ScoreDenoiser, x: Tensor, *, steps: int, generator=None,
+                   callback=None) -> tuple[Tensor, dict]:
+    """SEDD's Tweedie tau-leaping sampler (`sedd.sample_sedd_analytic`)."""
+    return sample_sedd_analytic(d.log_score, x, steps=steps, prompt_mask=x != d.mask_id, **d.graph_kw,
+                                generator=generator, callback=callback)
+
+
+def _bd3(d: BlockDenoiser, x: Tensor, *, steps: int, generator=None, callback=None,
+         use_cache: bool = True) -> tuple[Tensor, dict]:
+    """BD3-LM's block sampler (`bd3.sample_bd3`), `steps` per block; use_cache=False recomputes the prefix."""
+    return sample_bd3(d.net, x, steps=steps, mask_id=d.mask_id, block_size=d.block_size, use_cache=use_cache,
+                      time_cond=d.time_cond, reuse_logits=not d.time_cond, generator=generator, callback=callback)
+
+
+def _ar(d: CausalDenoiser, x: Tensor, *, steps: int, generator=None, callback=None, temperature: float = 1.0,
+        use_cache: bool = True) -> tuple[Tensor, dict]:
+    """Left-to-right decoding (`ar.sample_ar`): one call per token, so `steps` is not used."""
+    return sample_ar(d.net, x, mask_id=d.mask_id, temperature=temperature, use_cache=use_cache, generator=generator,
+                     callback=callback)
+
+
+SAMPLERS: dict[str, Callable[..., tuple[Tensor, dict]]] = {
+    "mdlm": _mdlm,                                         # MaskedDenoiser
+    "llada": _llada,                                       # MaskedDenoiser, low-confidence remasking
+    "llada-random": partial(_llada, remasking="random"),   # MaskedDenoiser, random remasking
+    "fast-dllm": partial(_llada, threshold=0.9),           # MaskedDenoiser, confidence threshold 0.9
+    "sedd-euler": _sedd_euler,                             # ScoreDenoiser
+    "sedd-analytic": _sedd_analytic,                       # ScoreDenoiser
+    "bd3": _bd3,                                           # BlockDenoiser
+    "ar": _ar,                                             # CausalDenoiser
 }
+COMMON = ("steps", "generator", "callback")  # the keywords every sampler takes
+
+
+def options(name: str) -> dict[str, Any]:
+    """The options of sampler `name` (its keywords besides COMMON) and their defaults."""
+    params = inspect.signature(SAMPLERS[name]).parameters.values()
+    return {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY and p.name not in COMMON}

@@ -70,24 +70,33 @@ def score_entropy(log_score: Tensor, sigma: Tensor, x_t: Tensor, x0: Tensor, gra
     return torch.where(others, term, torch.zeros_like(term)).sum(-1) / n
 
 
-def sedd_loss(score_fn: ScoreFn, x0: Tensor, *, graph: str = "absorb", n_states: int | None = None,
-              mask_id: int | None = None, noise: Callable = N.loglinear, eps: float = 1e-3, antithetic: bool = False,
-              t: Tensor | None = None, x_t: Tensor | None = None) -> Tensor:
-    """SEDD training loss (Lou et al. 2024: L_DSE weighted by sigma'(t), their ELBO), in nats per token over all
-    B * L tokens (SEDD's code sums over positions instead: a factor L). score_fn(x_t, sigma (B,)) -> log-scores
-    (B, L, N); t ~ U[eps, 1] from torch's global RNG unless given. n_states: N (default mask_id + 1 = V + 1)."""
+def sedd_token_loss(score_fn: ScoreFn, x0: Tensor, t: Tensor, *, graph: str = "absorb", n_states: int | None = None,
+                    mask_id: int | None = None, noise: Callable = N.loglinear, x_t: Tensor | None = None) -> Tensor:
+    """Per-token terms of SEDD's diffusion-weighted denoising score entropy (Lou et al. 2024, their ELBO) at times
+    t (B,): sigma'(t) L_DSE per token. (B, L). score_fn(x_t, sigma (B,)) -> log-scores (B, L, N); x_t is drawn from
+    exp(sigma Q) x_0 with torch's global RNG unless given. n_states: N (default mask_id + 1 = V + 1)."""
     graph = _check_graph(graph, mask_id)
     check_tokens(x0, mask_id if graph == "absorb" else None)
     n_states = mask_id + 1 if n_states is None else n_states
-    if t is None:
-        t = N.sample_t(x0.shape[0], eps=eps, antithetic=antithetic, device=x0.device)  # (B,)
     sigma, dsigma = noise(t)  # (B,), (B,)
     if x_t is None:
         x_t = perturb(x0, sigma, graph, n_states, mask_id)  # (B, L)
     log_score = score_fn(x_t, sigma)  # (B, L, N)
     if log_score.shape[-1] != n_states:
         raise UserError(f"the score network has {log_score.shape[-1]} outputs, the {graph} graph {n_states} states")
-    return (dsigma[:, None] * score_entropy(log_score, sigma, x_t, x0, graph, mask_id)).sum() / x0.numel()
+    return dsigma[:, None] * score_entropy(log_score, sigma, x_t, x0, graph, mask_id)  # (B, L)
+
+
+def sedd_loss(score_fn: ScoreFn, x0: Tensor, *, graph: str = "absorb", n_states: int | None = None,
+              mask_id: int | None = None, noise: Callable = N.loglinear, eps: float = 1e-3, antithetic: bool = False,
+              t: Tensor | None = None, x_t: Tensor | None = None) -> Tensor:
+    """SEDD training loss (Lou et al. 2024: L_DSE weighted by sigma'(t), their ELBO), in nats per token over all
+    B * L tokens (SEDD's code sums over positions instead: a factor L); the terms are `sedd_token_loss`'s.
+    t ~ U[eps, 1] from torch's global RNG unless given."""
+    if t is None:
+        t = N.sample_t(x0.shape[0], eps=eps, antithetic=antithetic, device=x0.device)  # (B,)
+    return sedd_token_loss(score_fn, x0, t, graph=graph, n_states=n_states, mask_id=mask_id, noise=noise,
+                           x_t=x_t).sum() / x0.numel()
 
 
 def subs_to_log_score(log_probs: Tensor, x_t: Tensor, sigma: Tensor, mask_id: int) -> Tensor:

@@ -1,0 +1,50 @@
+"""The text presets of the discrete LM family: small Python functions returning a `Config`, and the `PRESETS` dict."""
+from __future__ import annotations
+
+from unigen.config import Config, DataConfig, SampleConfig, TrainConfig
+from unigen.families.discrete_diffusion.network import DiscreteLMConfig
+
+
+# All five text presets: the same data (UTF-8 bytes of the stdlib corpus in 128-byte windows), the same network
+# ("small": 4 blocks of width 256, 3.3M parameters; 5.1M with SEDD's adaLN time conditioning) and the same budget
+# (600 steps of 16 windows, ~2.8 epochs). Bytes, not BPE: at this budget a masked model on BPE (1024 ids) ends on
+# the unigram plateau (its held-out NELBO equals the token-frequency cross-entropy: it ignores the context), while
+# on bytes it ends 0.9 nats/token below it. Per byte the BPE bound is lower (2.7 vs 3.3 bits), but its samples
+# are strings of frequent tokens. Character-level text (text8) is also the papers' small-scale benchmark.
+# Measured in benchmarks/text_quality.md.
+def _text(task: str, preset: str, **model) -> Config:
+    return Config(task=task, preset=preset,
+                  data=DataConfig(name="text", tokenizer="byte", seq_len=128),
+                  model=DiscreteLMConfig(size="small", **model),
+                  train=TrainConfig(steps=600, batch_size=16, lr=2e-3, warmup_steps=50, min_lr=1e-4,
+                                    ema_decay=0.99, precision="bf16", ckpt_every=200, log_every=25),
+                  sample=SampleConfig(n=4))
+
+
+def text_mdlm() -> Config:
+    """Masked diffusion LM (MDLM loss, LLaDA sampling) on Python's docs: English-like text in a few CPU minutes."""
+    return _text("mdlm", "text-mdlm")
+
+
+def text_sedd() -> Config:
+    """SEDD (score entropy, absorbing graph, sigma-conditioned) on Python's docs; same size and budget as text-mdlm."""
+    return _text("sedd", "text-sedd", time_cond=True)
+
+
+def text_bd3_4() -> Config:
+    """Block diffusion BD3-LM with blocks of 4 tokens (KV-cached sampling) on Python's docs."""
+    return _text("bd3", "text-bd3-4", block_size=4, beta=0.45, omega=0.95)
+
+
+def text_bd3_16() -> Config:
+    """Block diffusion BD3-LM with blocks of 16 tokens on Python's docs."""
+    return _text("bd3", "text-bd3-16", block_size=16, beta=0.3, omega=0.8)
+
+
+def text_ar() -> Config:
+    """Autoregressive transformer baseline on Python's docs (exact perplexity); same size and budget as text-mdlm."""
+    return _text("ar", "text-ar")
+
+
+PRESETS = {"text-ar": text_ar, "text-mdlm": text_mdlm, "text-sedd": text_sedd, "text-bd3-4": text_bd3_4,
+           "text-bd3-16": text_bd3_16}
