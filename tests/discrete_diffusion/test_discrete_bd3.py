@@ -190,7 +190,7 @@ def test_eos_stops_generation_after_the_block():
     class EosLover(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.new_cache = model.new_cache
+            self.new_cache, self.peek = model.new_cache, model.peek
 
         def forward(self, ids, t, **kw):
             out = model(ids, t, **kw).clone()

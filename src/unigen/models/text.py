@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from unigen.errors import UserError
 from unigen.nn.activations import make_mlp
-from unigen.nn.attention import Attention, KVCache
+from unigen.nn.attention import Attention, KVCache, peeking
 from unigen.nn.norm import RMSNorm, modulate
 from unigen.nn.position import RotaryEmbedding, sinusoidal_embedding
 
@@ -133,6 +133,11 @@ class TextTransformer(nn.Module):
     def new_cache(self, batch_size: int, max_len: int | None = None) -> list[KVCache]:
         """One empty KVCache per block (see `unigen.nn.attention` for the append / peek protocol)."""
         return [KVCache(batch_size, max_len or self.cfg.max_len) for _ in self.blocks]
+
+    @staticmethod
+    def peek(cache: list[KVCache]):
+        """A context in which calls with `cache` attend to it without appending to it (`nn.attention.peeking`)."""
+        return peeking(cache)
 
     def forward(self, ids: Tensor, t: Tensor | None = None, *, mask: Tensor | None = None,
                 positions: Tensor | None = None, cache: list[KVCache] | None = None) -> Tensor:

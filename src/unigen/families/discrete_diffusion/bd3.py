@@ -13,10 +13,9 @@ Notation (BD3-LM sec. 3):
 Model protocol (satisfied by `unigen.models.text.TextTransformer` with causal=False):
     model(ids (B, S), t (B, S) or None, *, mask (S, K) bool, True = attend, positions (S,) long, cache=None)
         -> logits (B, S, V+1). With time_cond=False, t is passed as None; clean tokens get t = 0.
-    model.new_cache(batch, max_len) -> per-layer caches, each with a bool attribute `commit` and an int `length`
-        (`unigen.nn.attention.KVCache`): a call with a cache attends to the cached keys plus its own; with
-        commit=False ("peek") the cache is left as it was, with commit=True the call's keys/values are appended;
-        lowering `length` forgets the last keys/values.
+    model.new_cache(batch, max_len) -> per-layer caches, each with an int `length` (`unigen.nn.attention.KVCache`):
+        a call with a cache attends to the cached keys plus its own and appends its keys/values; inside
+        `with model.peek(cache):` ("peek") the cache is left as it was; lowering `length` forgets the last ones.
 
 Correspondences (tested): one block spanning the sequence is MDLM (x_t sees only x_t); block size 1 with
 t = 1 (beta = omega = 1) masks every block fully, so token i is predicted from the clean prefix x_0^{<i}
@@ -24,7 +23,6 @@ with weight 1: the loss is the autoregressive next-token cross-entropy.
 """
 from __future__ import annotations
 
-import contextlib
 from functools import partial
 
 import torch
@@ -173,7 +171,7 @@ class _CachedBlock:
         c = self.cache[0].length  # cached tokens: the block starts at lo = c + p
         level = t[:, None].expand(B, n).float() if self.time_cond else None  # (B, n)
         if p == 0:
-            with _peeking(self.cache):
+            with self.model.peek(self.cache):
                 return self.model(block, level, mask=_full(n, c + n, dev),
                                   positions=torch.arange(c, c + n, device=dev), cache=self.cache)  # (B, n, V+1)
         mask = _full(p + n, c + p + n, dev)  # (p + n, c + p + n): the noisy block sees everything
@@ -203,19 +201,6 @@ def _whole_canvas(callback, x: Tensor, lo: int, block: Tensor) -> None:
     """Show a block's denoising step in the whole canvas x (B, L) (x itself is not changed)."""
     callback(torch.cat([x[:, :lo], block, x[:, lo + block.shape[1]:]], dim=1))  # (B, L)
 
-
-@contextlib.contextmanager
-def _peeking(cache):
-    """Calls inside attend to the cache and their own keys without appending them (the cache protocol's
-    commit=False, see the module doc); `commit` is restored after."""
-    before = [layer.commit for layer in cache]
-    for layer in cache:
-        layer.commit = False
-    try:
-        yield
-    finally:
-        for layer, b in zip(cache, before):
-            layer.commit = b
 
 
 def _full(n: int, s: int, device) -> Tensor:

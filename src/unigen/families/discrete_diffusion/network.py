@@ -59,6 +59,9 @@ class DiscreteLM(nn.Module):
     def new_cache(self, batch_size: int, max_len: int | None = None):
         return self.net.new_cache(batch_size, max_len)
 
+    def peek(self, cache):
+        return self.net.peek(cache)
+
 
 def unwrap(model: nn.Module) -> DiscreteLM:
     """The DiscreteLM inside a DDP / compile wrapper."""

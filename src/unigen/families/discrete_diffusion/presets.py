@@ -1,7 +1,8 @@
 """The text presets of the discrete LM family: small Python functions returning a `Config`, and the `PRESETS` dict."""
 from __future__ import annotations
 
-from unigen.config import Config, DataConfig, SampleConfig, TrainConfig
+from unigen.config import Config, SampleConfig, TrainConfig
+from unigen.data import TextData
 from unigen.families.discrete_diffusion.network import DiscreteLMConfig
 
 
@@ -14,7 +15,7 @@ from unigen.families.discrete_diffusion.network import DiscreteLMConfig
 # Measured in benchmarks/text_quality.md.
 def _text(task: str, preset: str, **model) -> Config:
     return Config(task=task, preset=preset,
-                  data=DataConfig(name="text", tokenizer="byte", seq_len=128),
+                  data=TextData(tokenizer="byte", seq_len=128),
                   model=DiscreteLMConfig(size="small", **model),
                   train=TrainConfig(steps=600, batch_size=16, lr=2e-3, warmup_steps=50, min_lr=1e-4,
                                     ema_decay=0.99, precision="bf16", ckpt_every=200, log_every=25),
