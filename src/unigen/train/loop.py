@@ -112,6 +112,11 @@ class _Run:
     def main(self) -> bool:
         return self.acc.is_main_process
 
+    @property
+    def sparse(self) -> bool:
+        """Whether some step may leave an objective out (then metric lines repeat its latest values)."""
+        return len(self.parts) > 1 or any(p.objective.start or p.objective.every > 1 for p in self.parts)
+
     def batch(self, step: int, micro: int) -> dict[str, torch.Tensor]:
         idx = self.batch_indices(step * self.cfg.grad_accum + micro)
         return {k: v.to(self.acc.device, non_blocking=True) for k, v in self.data.batch(idx).items()}
@@ -326,6 +331,8 @@ def _save(run: _Run, step: int) -> None:
         for part in run.parts:
             files[part.key], state[part.key] = ckpt.optimizer_to_flat(part.optimizer)
         files["rng"] = {"cpu": rng}
+        if run.sparse:  # the latest values of objectives that do not run every step go on being logged
+            state["latest"] = {p.objective.name: _latest_to_json(p.last) for p in run.parts if p.last}
         if run.ema is not None:
             files["ema"] = run.ema.state_dict()
             state["ema_updates"] = run.ema.updates
@@ -334,6 +341,17 @@ def _save(run: _Run, step: int) -> None:
         ckpt.save_checkpoint(run.run_dir, step, files, state, run.cfg.keep_last)
         _write_weights(run)
     acc.wait_for_everyone()
+
+
+def _latest_to_json(last: dict) -> dict:
+    return {"loss": last["loss"].item(), "lr": last["lr"], "grad_norm": last["grad_norm"].item(),
+            "logs": {k: float(v) for k, v in last["logs"].items()}}
+
+
+def _latest_from_json(d: dict) -> dict:
+    """Exact: the floats were float32 values, which JSON's shortest float64 repr keeps."""
+    return {**d, "loss": torch.tensor(d["loss"], dtype=torch.float64),
+            "grad_norm": torch.tensor(d["grad_norm"], dtype=torch.float64)}
 
 
 def _write_weights(run: _Run) -> None:
@@ -378,6 +396,8 @@ def _restore(run: _Run, path: Path, state: dict, files: dict) -> tuple[int, int]
                         f"{', '.join(wanted)}: it was trained with other objectives")
     for part in run.parts:
         part.optimizer.load_state_dict(ckpt.optimizer_from_flat(files[part.key], state[part.key]))
+        if part.objective.name in state.get("latest", {}):
+            part.last = _latest_from_json(state["latest"][part.objective.name])
     if run.ema is not None:
         if "ema" not in files:
             raise UserError(f"{path} has no EMA weights but train.ema_decay > 0")
