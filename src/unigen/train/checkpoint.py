@@ -3,10 +3,12 @@
 Layout of one checkpoint (a folder under RUN/checkpoints/):
 
     step_000120/model.safetensors      weights of the trained model
-    step_000120/ema.safetensors        EMA weights (if EMA is on)
-    step_000120/optimizer.safetensors  optimizer tensors (Adam moments, step counts)
-    step_000120/rng.safetensors        torch RNG states (CPU, and CUDA when present)
-    step_000120/state.json             step, optimizer hyper-parameters, sizes and SHA-256 of every file above
+    step_000120/ema.safetensors        EMA weights (if EMA is on; the averaged submodule's, under the model's keys)
+    step_000120/optimizer.safetensors  optimizer tensors (Adam moments, step counts); with several objectives
+                                       one file per objective: optimizer_<name>.safetensors
+    step_000120/rng.safetensors        torch RNG states (CPU of every process, and CUDA when present)
+    step_000120/state.json             step, optimizer hyper-parameters (under the same names as the files),
+                                       sizes and SHA-256 of every file above
 
 A checkpoint is first written to a hidden temp folder, every file fsync'ed, `state.json` last, then the folder is
 renamed into place (atomic on POSIX) and the parent folder fsync'ed; old checkpoints leave by a rename to a hidden
@@ -48,7 +50,8 @@ def plain_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path,
+                            metadata: dict[str, str] | None = None) -> None:
     with atomic_path(path) as tmp:
         save_file(plain_tensors(tensors), tmp, metadata=metadata)
 

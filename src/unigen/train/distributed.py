@@ -13,6 +13,7 @@ Global-batch losses (CLIP's InfoNCE, SigLIP) need every process's features: `all
 from __future__ import annotations
 
 import os
+from typing import Iterable
 
 import torch
 import torch.distributed as dist
@@ -90,7 +91,7 @@ def average_gradients(params: list[nn.Parameter]) -> None:
             g.copy_(avg)
 
 
-def broadcast_from_rank0(tensors: list[torch.Tensor]) -> None:
+def broadcast_from_rank0(tensors: Iterable[torch.Tensor]) -> None:
     """Overwrite `tensors` in place with rank 0's values (parameters at start, buffers before each loss call)."""
     _, world = rank_and_world()
     if world == 1:

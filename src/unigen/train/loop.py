@@ -173,7 +173,7 @@ def _setup(model: nn.Module, objectives: list[Objective], data, cfg: TrainConfig
     acc = make_accelerator()
     rank, world = acc.process_index, acc.num_processes
     model = model.to(acc.device)
-    broadcast_from_rank0(list(model.state_dict(keep_vars=True).values()))  # the same start everywhere, as DDP
+    broadcast_from_rank0(model.state_dict(keep_vars=True).values())  # the same start everywhere, as DDP
     multi = len(objectives) > 1
     parts = []
     for obj in objectives:
@@ -185,8 +185,8 @@ def _setup(model: nn.Module, objectives: list[Objective], data, cfg: TrainConfig
     if cfg.ema_decay > 0:
         target = ema_of(model) if ema_of is not None else model
         ema = EMA(target, cfg.ema_decay, prefix=submodule_prefix(model, target))
-    run = _Run(acc, model, parts, ema, target, data, cfg, BatchIndices(len(data), cfg.batch_size, world, rank, cfg.seed),
-               Path(run_dir) if run_dir is not None else None)
+    order = BatchIndices(len(data), cfg.batch_size, world, rank, cfg.seed)
+    run = _Run(acc, model, parts, ema, target, data, cfg, order, Path(run_dir) if run_dir is not None else None)
     if cfg.precision == "bf16":
         run.autocast = lambda: torch.autocast(acc.device.type, dtype=torch.bfloat16)
     torch.manual_seed(cfg.seed * 7919 + 104_729 * (rank + 1))  # training noise stream of this rank
@@ -214,7 +214,7 @@ def _step_objective(run: _Run, part: _Part, step: int, logger: MetricLogger) -> 
     loss_sum, logs = torch.zeros((), device=run.acc.device), {}
     for micro in range(accum):
         batch = run.batch(step, micro)
-        broadcast_from_rank0(list(run.model.buffers()))  # BatchNorm statistics follow rank 0, as under DDP
+        broadcast_from_rank0(run.model.buffers())  # BatchNorm statistics follow rank 0, as under DDP
         with run.autocast():
             loss, logs = _split_loss(part.objective.loss(run.model, batch))
         (loss.float() / accum).backward()
