@@ -164,3 +164,22 @@ def test_nonfinite_skip():
 def test_batch_bigger_than_dataset_is_user_error():
     with pytest.raises(UserError, match="fewer than one global batch"):
         fit(make_model(), noisy_loss, Regression(n=8), cfg(batch_size=16))
+
+
+def test_one_loss_keeps_its_formats_and_equals_one_objective(tmp_path):
+    """A plain loss is the objective "main": metric keys, checkpoint files and state.json keys as before the
+    multi-objective loop; a one-element list of Objective trains the same weights; hooks get the EMA in eval mode."""
+    from unigen.train import Objective
+
+    seen = []
+    a, b = make_model(), make_model()
+    fit(a, noisy_loss, Regression(), cfg(steps=4, ckpt_every=4), tmp_path / "a",
+        on_eval=lambda m, step: seen.append((m is not a, m.training)) or {})
+    fit(b, [Objective("anything", noisy_loss)], Regression(), cfg(steps=4, ckpt_every=4), tmp_path / "b")
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+    lines = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert list(lines[0]) == ["step", "loss", "lr", "grad_norm", "it_s", "skipped"]
+    st, files = ckpt.read_checkpoint(ckpt.latest_checkpoint(tmp_path / "b"))
+    assert set(files) == {"model", "ema", "optimizer", "rng"}
+    assert set(st) == {"format", "step", "files", "skipped", "world_size", "optimizer", "ema_updates"}
+    assert seen == [(True, False)]  # the EMA copy, in eval mode

@@ -3,10 +3,12 @@
 Layout of one checkpoint (a folder under RUN/checkpoints/):
 
     step_000120/model.safetensors      weights of the trained model
-    step_000120/ema.safetensors        EMA weights (if EMA is on)
-    step_000120/optimizer.safetensors  optimizer tensors (Adam moments, step counts)
-    step_000120/rng.safetensors        torch RNG states (CPU, and CUDA when present)
-    step_000120/state.json             step, optimizer hyper-parameters, sizes and SHA-256 of every file above
+    step_000120/ema.safetensors        EMA weights (if EMA is on; the averaged submodule's, under the model's keys)
+    step_000120/optimizer.safetensors  optimizer tensors (Adam moments, step counts); with several objectives
+                                       one file per objective: optimizer_<name>.safetensors
+    step_000120/rng.safetensors        torch RNG states (CPU of every process, and CUDA when present)
+    step_000120/state.json             step, optimizer hyper-parameters (under the same names as the files),
+                                       sizes and SHA-256 of every file above
 
 A checkpoint is first written to a hidden temp folder, every file fsync'ed, `state.json` last, then the folder is
 renamed into place (atomic on POSIX) and the parent folder fsync'ed; old checkpoints leave by a rename to a hidden
@@ -18,50 +20,23 @@ to `damaged-step_*`, with a warning. No file is ever unpickled: tensors are safe
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from unigen.errors import UserError
+from unigen.io import atomic_path, atomic_write_json, fsync_dir, read_json
+
+# unigen.run and continuous_diffusion.rectified still call `ckpt.atomic_write_json` (imported above for state.json);
+# they should call unigen.io's directly.
 
 FORMAT = "unigen-checkpoint-v1"
 STEP_PREFIX = "step_"
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temp file in the same folder, fsync, rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
 def plain_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -75,20 +50,10 @@ def plain_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path,
+                            metadata: dict[str, str] | None = None) -> None:
+    with atomic_path(path) as tmp:
         save_file(plain_tensors(tensors), tmp, metadata=metadata)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def sha256(path: Path) -> str:
@@ -115,21 +80,32 @@ def load_weights_into(module: torch.nn.Module, path: Path) -> None:
     load_state_into(module, load_safetensors(path), path)
 
 
-def load_state_into(module: torch.nn.Module, sd: dict[str, torch.Tensor], source: str | Path) -> None:
-    """`module.load_state_dict(sd)`, but keys, shapes or dtypes that differ are a UserError naming `source`."""
+def load_run_weights(model: torch.nn.Module, run_dir: Path, *, ema: bool = True) -> None:
+    """The trained weights of a run: RUN/model.safetensors, then (if `ema` and present) RUN/ema.safetensors laid
+    over it. The EMA file may hold a subset of the keys (`fit(..., ema_of=...)` averages a submodule only)."""
+    load_weights_into(model, Path(run_dir) / "model.safetensors")
+    if ema and (Path(run_dir) / "ema.safetensors").exists():
+        path = Path(run_dir) / "ema.safetensors"
+        load_state_into(model, load_safetensors(path), path, partial=True)
+
+
+def load_state_into(module: torch.nn.Module, sd: dict[str, torch.Tensor], source: str | Path, *,
+                    partial: bool = False) -> None:
+    """`module.load_state_dict(sd)`, but keys, shapes or dtypes that differ are a UserError naming `source`.
+    With `partial`, `sd` may hold a subset of the keys (the rest keep their values)."""
     own = module.state_dict()
-    missing = sorted(set(own) - set(sd))
+    missing = [] if partial else sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))
     if missing or unexpected:
         raise UserError(f"{source} does not match this model: {len(missing)} missing keys (e.g. {missing[:3]}), "
                         f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})")
-    for k in own:
+    for k in [k for k in own if k in sd]:
         if own[k].shape != sd[k].shape:
             raise UserError(f"{source} does not match this model: {k} has shape {tuple(sd[k].shape)}, "
                             f"expected {tuple(own[k].shape)}")
         if own[k].is_floating_point() != sd[k].is_floating_point():
             raise UserError(f"{source} does not match this model: {k} has dtype {sd[k].dtype}, expected {own[k].dtype}")
-    module.load_state_dict(sd)
+    module.load_state_dict(sd, strict=not partial)
 
 
 # --- optimizer state <-> flat tensors + JSON ---------------------------------------------------------------
@@ -182,7 +158,7 @@ def save_checkpoint(run_dir: Path, step: int, files: dict[str, dict[str, torch.T
         manifest = {}
         for name, tensors in files.items():
             p = tmp / f"{name}.safetensors"
-            save_file(plain_tensors(tensors), str(p))
+            save_file(plain_tensors(tensors), str(p))  # no rename of its own: the whole folder is renamed below
             with open(p, "rb+") as f:
                 os.fsync(f.fileno())
             manifest[p.name] = {"bytes": p.stat().st_size, "sha256": sha256(p)}
@@ -223,14 +199,7 @@ def read_checkpoint(ckpt: Path) -> tuple[dict, dict[str, dict[str, torch.Tensor]
     """Verify a checkpoint against its manifest and load it; any damage is a UserError naming the file."""
     ckpt = Path(ckpt)
     state_path = ckpt / "state.json"
-    try:
-        state = json.loads(state_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"checkpoint {ckpt} has no state.json (incomplete save?)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"checkpoint {state_path} is not valid JSON: {e}") from None
-    except OSError as e:
-        raise UserError(f"checkpoint {state_path} cannot be read: {e.strerror}") from None
+    state = read_json(state_path, "checkpoint", missing=f"checkpoint {ckpt} has no state.json (incomplete save?)")
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         fmt = state.get("format") if isinstance(state, dict) else None
         raise UserError(f"{ckpt} is not a unigen checkpoint (format {fmt!r}, expected {FORMAT!r})")

@@ -2,6 +2,9 @@
 
 decay_n = min(decay, (1 + n) / (10 + n)) after n updates, so a short run's EMA is not dominated by its random
 initialisation (the warm-up used by ema-pytorch and many diffusion codebases).
+
+The EMA may cover a submodule only (`fit(..., ema_of=lambda m: m.generator)`): its weights are then named by the
+full model's keys (`generator.conv.weight`), so RUN/ema.safetensors lays over RUN/model.safetensors.
 """
 from __future__ import annotations
 
@@ -9,12 +12,15 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
+from unigen.errors import UserError
+from unigen.train.checkpoint import load_state_into
+
 
 class EMA:
-    """EMA of a module's parameters and buffers; `.module` is the averaged copy."""
+    """EMA of a module's parameters and buffers; `.module` is the averaged copy, `prefix` its path in the model."""
 
-    def __init__(self, model: nn.Module, decay: float):
-        self.decay = decay
+    def __init__(self, model: nn.Module, decay: float, prefix: str = ""):
+        self.decay, self.prefix = decay, prefix
         self.averaged = AveragedModel(model, multi_avg_fn=self._avg, use_buffers=True)
         self.averaged.requires_grad_(False)
 
@@ -31,6 +37,18 @@ class EMA:
     def updates(self, n: int) -> None:
         self.averaged.n_averaged.fill_(n)
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The averaged weights under the full model's key names."""
+        return {self.prefix + k: v for k, v in self.module.state_dict().items()}
+
+    def load_state_dict(self, sd: dict[str, torch.Tensor], source: str) -> None:
+        """Load weights saved by `state_dict`; keys outside the averaged submodule are a UserError naming `source`."""
+        foreign = [k for k in sd if not k.startswith(self.prefix)]
+        if foreign:
+            raise UserError(f"{source} does not match this model: {len(foreign)} keys outside the averaged "
+                            f"submodule {self.prefix[:-1]!r} (e.g. {foreign[:3]})")
+        load_state_into(self.module, {k[len(self.prefix):]: v for k, v in sd.items()}, source)
+
     def _avg(self, ema_params, params, num_averaged):
         n = int(num_averaged)
         d = min(self.decay, (1 + n) / (10 + n))
@@ -45,3 +63,11 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         self.averaged.update_parameters(model)
+
+
+def submodule_prefix(model: nn.Module, sub: nn.Module) -> str:
+    """The key prefix of `sub` in `model.state_dict()`: "" for the model itself, "generator." for a child."""
+    for name, m in model.named_modules():
+        if m is sub:
+            return f"{name}." if name else ""
+    raise UserError(f"ema_of(model) returned a {type(sub).__name__} that is not the model or one of its submodules")
