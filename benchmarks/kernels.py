@@ -4,7 +4,7 @@
                `scaled_dot_product_attention`, forward + backward, at the shapes our backbones train with and
                longer; this table is why bf16 CPU training with <= 256 keys takes the matmul path.
     adamw      torch's fused AdamW (`fused=True`) vs the default for-loop AdamW, one step over DiT-S/4's 32.5M
-               parameters with random gradients (an option for `unigen.train.make_optimizer`).
+               parameters with random gradients (an option for `unigen.train.optim.make_optimizer`).
     groupnorm  GroupNorm forward + backward on channels_last vs contiguous activations (why the UNet stays
                channels-first by default: bf16 channels_last GroupNorm is several times slower here).
 """

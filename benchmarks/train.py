@@ -23,7 +23,7 @@ from unigen.config import TrainConfig
 from unigen.models import DiT, TextTransformer, UNet, ViT, dit_config, unet_config, vit_config
 from unigen.models.text import TextTransformerConfig, text_config
 from unigen.models.unet import _attn_resolutions
-from unigen.train.loop import make_optimizer
+from unigen.train.optim import make_optimizer
 
 BATCH = 64
 VOCAB = 512          # a small BPE vocabulary (the bundled text data's scale)

@@ -23,7 +23,7 @@ from unigen.io import atomic_write_json, is_leftover, jsonable, read_json
 from unigen.task import require, samplers
 from unigen.train import checkpoint as ckpt
 from unigen.train import fit
-from unigen.train.loop import make_accelerator
+from unigen.train.distributed import make_accelerator
 
 
 def get_task(name: str):
@@ -117,13 +117,15 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, overwrite: bool
     def on_eval(m: nn.Module, step: int) -> dict:
         return task.evaluate(m, cfg, run_dir=out, quick=True)
 
-    return fit(model, task.loss, data, cfg.train, out, resume=resume,
+    objectives = task.objectives(cfg) if hasattr(task, "objectives") else task.loss
+    return fit(model, objectives, data, cfg.train, out, resume=resume, ema_of=getattr(task, "ema_of", None),
                on_eval=on_eval if cfg.train.eval_every and hasattr(task, "evaluate") else None,
                on_sample=on_sample if cfg.train.sample_every and names else None)
 
 
 def load(run_dir: str | Path, *, ema: bool = True, device: str | torch.device = "cpu") -> nn.Module:
-    """The trained model of a run directory, in eval mode, ready for sampling (EMA weights when present)."""
+    """The trained model of a run directory, in eval mode, ready for sampling: model.safetensors with the EMA
+    weights (when present and `ema`) laid over it."""
     run_dir = Path(run_dir)
     cfg = read_config(run_dir)
     task = get_task(cfg.task)
@@ -134,12 +136,9 @@ def load(run_dir: str | Path, *, ema: bool = True, device: str | torch.device = 
     if not isinstance(info, dict):
         raise UserError(f"{run_dir}/data_info.json is corrupt: expected a JSON object")
     model = task.build(cfg, _untuple(info))
-    weights = run_dir / "ema.safetensors"
-    if not (ema and weights.exists()):
-        weights = run_dir / "model.safetensors"
-    if not weights.exists():
+    if not (run_dir / "model.safetensors").exists():
         raise UserError(f"{run_dir} has no trained weights yet (no model.safetensors)")
-    ckpt.load_weights_into(model, weights)
+    ckpt.load_run_weights(model, run_dir, ema=ema)   # the EMA (of all or part of the model) laid over the weights
     return model.to(device).eval()
 
 

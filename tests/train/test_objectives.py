@@ -136,6 +136,26 @@ def test_start_and_every_and_the_same_micro_batches(tmp_path):
     assert lines[9]["lr/disc"] == lines[10]["lr/disc"]  # step 10 did not update it: its latest value
 
 
+def test_with_step_passes_the_optimisation_step(tmp_path):
+    """VQGAN switches its generator's adversarial term on at disc_start: a loss with `with_step` sees the step of
+    each micro-batch (the same step for both micro-batches of a step), a plain loss is called without it."""
+    steps = []
+
+    def gen_with_step(model, batch, step):
+        steps.append(step)
+        return gen_loss(model, batch) * (1.0 if step >= 3 else 0.0)
+
+    objs = objectives(3, 1)
+    objs[0] = Objective("gen", gen_with_step, params=gen_params, with_step=True)
+    fit(make_model(), objs, Blobs(), config(steps=5, ckpt_every=5), tmp_path)
+    assert steps == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]                      # grad_accum = 2
+    model = make_model()
+    before = state(model)
+    fit(model, [Objective("gen", gen_with_step, params=gen_params, with_step=True)], Blobs(),
+        config(steps=3, weight_decay=0.0))
+    assert changed(model, before) == set()       # weight 0 before step 3, no decay: AdamW moves nothing
+
+
 def test_ema_of_a_submodule_and_hooks(tmp_path):
     """ema.safetensors holds the generator under the full model's keys; hooks see the EMA generator (in eval
     mode), and afterwards the training weights and modes are back."""

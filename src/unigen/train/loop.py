@@ -216,7 +216,7 @@ def _step_objective(run: _Run, part: _Part, step: int, logger: MetricLogger) -> 
         batch = run.batch(step, micro)
         broadcast_from_rank0(run.model.buffers())  # BatchNorm statistics follow rank 0, as under DDP
         with run.autocast():
-            loss, logs = _split_loss(part.objective.loss(run.model, batch))
+            loss, logs = _split_loss(part.objective(run.model, batch, step))
         (loss.float() / accum).backward()
         loss_sum += loss.detach().float() / accum
     average_gradients(part.params)

@@ -10,6 +10,8 @@ The contract, per optimisation step `s` (0-based):
   generator / discriminator alternation. Each one sees the same `grad_accum` micro-batches of step `s`.
 - `loss(model, batch)` returns a scalar tensor, or `(scalar, {name: float})` for extra metric-line entries; it gets
   the unwrapped model (never a DDP wrapper) and draws any noise from torch's global RNG (checkpointed by `fit`).
+  With `with_step=True` it is called as `loss(model, batch, step=s)`: for terms that switch on at a step, such as
+  VQGAN's adversarial weight, which taming-transformers sets to 0 before `disc_start` (`adopt_weight`).
 - Before an objective's first backward every gradient of the model is cleared, and only that objective's
   parameters are clipped, averaged across processes and stepped. So a generator loss that back-propagates through
   the discriminator leaves the discriminator untouched, and the discriminator's step never sees generator-loss
@@ -52,6 +54,11 @@ class Objective:
     schedule: str | None = None
     start: int = 0                                                        # first step that updates (disc_start)
     every: int = 1                                                        # then every `every`-th step
+    with_step: bool = False                                               # call loss(model, batch, step=s)
+
+    def __call__(self, model: nn.Module, batch: dict[str, torch.Tensor], step: int):
+        """This objective's loss on one micro-batch of optimisation step `step`."""
+        return self.loss(model, batch, step=step) if self.with_step else self.loss(model, batch)
 
     def active(self, step: int) -> bool:
         """Whether this objective updates at (0-based) optimisation step `step`."""
