@@ -50,6 +50,16 @@ def logsnr_sigmas(n: int, sigma_min: float, sigma_max: float) -> Tensor:
     return _append_zero(torch.exp(-lam / 2))
 
 
+def polyexponential_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 1.0) -> Tensor:
+    """k-diffusion's polyexponential grid: ln sigma_i = ln smin + (1 - i/(n-1))^rho (ln smax - ln smin); rho = 1 is
+    the log-SNR (geometric) grid, rho > 1 spends more steps at low noise."""
+    _check_n(n)
+    if not 0 < sigma_min < sigma_max or rho <= 0:
+        raise UserError(f"need 0 < sigma_min < sigma_max and rho > 0, got {sigma_min}, {sigma_max}, rho={rho}")
+    ramp = torch.linspace(1, 0, n, dtype=torch.float64) ** rho       # (n,)
+    return _append_zero(torch.exp(ramp * (math.log(sigma_max) - math.log(sigma_min)) + math.log(sigma_min)))
+
+
 def ve_sigmas(n: int, sigma_min: float = 0.02, sigma_max: float = 100.0) -> Tensor:
     """Song et al. 2021, Sec. 3.4 / EDM Table 1 (VE): t uniform in [1, 0] on the geometric VE schedule."""
     return logsnr_sigmas(n, sigma_min, sigma_max)

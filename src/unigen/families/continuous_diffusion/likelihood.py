@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from unigen.families.continuous_diffusion.samplers import check_grid
+from unigen.families.continuous_diffusion.sampling import check_grid
 from unigen.errors import UserError
 
 Denoiser = Callable[..., Tensor]
