@@ -2,7 +2,7 @@
 wrapped as a denoiser, and `generate` (noise -> samples with any registered sampler).
 
     method  loss (losses.py)          schedule (default first)      network predicts     default sampler
-    ddpm    ddpm_loss, Ho et al. 2020  ddpm-linear | ddpm-cosine     eps | x0 | v         ddpm ancestral
+    ddpm    ddpm_loss, Ho et al. 2020  ddpm-linear | -cosine | -scaled-linear  eps | x0 | v  ddpm ancestral
     edm     edm_loss, Karras 2022      edm                           edm (c_skip/c_out)   heun
     fm      flow_matching_loss         flow                          flow (eps - x0)      flow-euler
     vp/ve   dsm_loss, Song et al. 2021 vp / ve                       score                euler-maruyama / pc
@@ -16,6 +16,7 @@ noise-level embedding of the backbones (frequencies 1 .. 1e-4) sees a range of a
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 
 import torch
@@ -36,7 +37,7 @@ from unigen.task import unwrap as _unwrap
 @dataclass
 class DiffusionModelConfig:
     method: str = "edm"             # ddpm | edm | fm | vp | ve: the training loss (see METHODS)
-    schedule: str = ""              # "" = the method's: ddpm-linear | ddpm-cosine | edm | flow | vp | ve
+    schedule: str = ""              # "" = the method's: ddpm-linear | ddpm-cosine | ddpm-scaled-linear | edm | flow | vp | ve
     parameterization: str = ""      # "" = the method's: eps | x0 | v (ddpm), edm, flow, score (vp, ve)
     grid: str = ""                  # sampling grid: "" = the schedule's paper grid | karras | logsnr
     backbone: str = "mlp"           # mlp (vectors, toy2d) | dit | unet (images)
@@ -72,13 +73,14 @@ class Method:
 
 
 METHODS = {
-    "ddpm": Method(("ddpm-linear", "ddpm-cosine"), ("eps", "x0", "v"), "ddpm", "ddpm"),
+    "ddpm": Method(("ddpm-linear", "ddpm-cosine", "ddpm-scaled-linear"), ("eps", "x0", "v"), "ddpm", "ddpm"),
     "edm": Method(("edm",), ("edm",), "heun"),
     "fm": Method(("flow",), ("flow",), "flow-euler", "flow"),
     "vp": Method(("vp",), ("score",), "euler-maruyama"),
     "ve": Method(("ve",), ("score",), "pc"),
 }
-C_NOISE_SCALE = {"ddpm-linear": 1.0, "ddpm-cosine": 1.0, "vp": 1.0, "ve": 100.0, "edm": 250.0, "flow": 1000.0}
+C_NOISE_SCALE = {"ddpm-linear": 1.0, "ddpm-cosine": 1.0, "ddpm-scaled-linear": 1.0, "vp": 1.0, "ve": 100.0, "edm": 250.0,
+                 "flow": 1000.0}
 MLP_SIZES = {"tiny": dict(width=64, depth=2), "small": dict(width=256, depth=4)}
 
 
@@ -214,6 +216,7 @@ def generate(model: nn.Module, n: int, *, sampler: str, steps: int, generator: t
         if net.num_classes:
             y_b = y[i:i + b].to(device) if y is not None else torch.full((b,), net.num_classes, device=device)
             D_b = guided(D_counted, y_b, net.num_classes, guidance)
-        out.append(SAMPLERS[sampler](D_b, float(sigmas[0]) * z, sigmas, generator=generator).cpu())
+        x = z if math.isinf(sigmas[0]) else float(sigmas[0]) * z     # a flow grid from t = 1 starts at x_t = z
+        out.append(SAMPLERS[sampler](D_b, x, sigmas, generator=generator).cpu())
         chunks += 1
     return torch.cat(out), calls[0] // max(chunks, 1)                # (n, ...)

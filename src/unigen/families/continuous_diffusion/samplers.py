@@ -3,7 +3,7 @@
 Contract: `D(x, sigma) -> x0_hat` in EDM's scale-free variables with sigma of shape (B,) (see precond.py; bind
 conditioning with functools.partial or guidance.guided); `x` is already at noise level sigmas[0] (the caller draws
 it, e.g. x = sigmas[0] * randn); `sigmas` is a decreasing 1-D grid ending at 0 or above (see grids.py; ending above
-0 returns x at that noise level). Every sampler accepts `generator` (deterministic ones ignore it) and `callback`,
+0 returns x at that noise level; flow samplers also take a grid starting at sigma = inf, with x = the noise). Every sampler accepts `generator` (deterministic ones ignore it) and `callback`,
 called after each step with a dict {"i", "x", "sigma", "denoised"}; stochastic ones take their fresh noise from
 `noise` (noise.py: "gaussian" from `generator`, "brownian", or a callable (sigma, sigma_next) -> z).
 `SAMPLERS` (bottom) is the one table: function, NFE for n steps, default steps, and kind (which training methods it
@@ -248,35 +248,43 @@ def sample_dpmpp_2m(D: Denoiser, x: Tensor, sigmas: Tensor, *, generator=None, c
 
 
 def _flow_velocity(D: Denoiser, x_t: Tensor, t: float) -> tuple[Tensor, Tensor]:
-    """Liu et al. 2023: v = eps - x0 = (x_t - x0_hat) / t, with x0_hat = D(x_t / (1 - t); t / (1 - t))."""
-    D_x = denoise(D, x_t / (1 - t), t / (1 - t))
+    """Liu et al. 2023: v = eps - x0 = (x_t - x0_hat) / t, with x0_hat = D(x_t / (1 - t); t / (1 - t)).
+
+    At t = 1 (sigma = inf) D is evaluated at t = 1 - eps of x's dtype, where x_t / (1 - t) and sigma are finite and
+    D's flow form (x - sigma F) / (1 + sigma) = x_t - t F is exact to rounding."""
+    t_eval = min(t, 1 - torch.finfo(x_t.dtype).eps)
+    D_x = denoise(D, x_t / (1 - t_eval), t_eval / (1 - t_eval))
     return (x_t - D_x) / t, D_x
+
+
+def _flow_start(sigmas: Tensor, x: Tensor) -> tuple[list[float], list[float], Tensor]:
+    """(sigmas, flow times t, x_t). A flow grid may start at sigma = inf (t = 1, pure noise, as diffusers and SD3
+    sample); `x` is then the noise itself, x_t = eps."""
+    s = check_grid(sigmas, allow_inf_start=True)
+    t = [1.0 if math.isinf(v) else v / (1 + v) for v in s]
+    return s, t, x if math.isinf(s[0]) else x / (1 + s[0])
 
 
 def sample_flow_euler(D: Denoiser, x: Tensor, sigmas: Tensor, *, generator=None, callback=None) -> Tensor:
     """Liu et al. 2023 (rectified flow), Euler on dx_t/dt = v(x_t, t) in flow time t = sigma / (1 + sigma)."""
-    s = check_grid(sigmas)
-    t = [v / (1 + v) for v in s]
-    x_t = x / (1 + s[0])
+    s, t, x_t = _flow_start(sigmas, x)
     for i in range(len(t) - 1):
         v, D_x = _flow_velocity(D, x_t, t[i])
         x_t = x_t + (t[i + 1] - t[i]) * v
         report(callback, i, x_t * (1 + s[i + 1]), s[i], D_x)
-    return x_t                                                        # t = 0: x = x_t
+    return x_t * (1 + s[-1])                                          # t = 0: x = x_t
 
 
 def sample_flow_midpoint(D: Denoiser, x: Tensor, sigmas: Tensor, *, generator=None, callback=None) -> Tensor:
     """Liu et al. 2023 (rectified flow), explicit midpoint (RK2) on dx_t/dt = v(x_t, t) in flow time t."""
-    s = check_grid(sigmas)
-    t = [v / (1 + v) for v in s]
-    x_t = x / (1 + s[0])
+    s, t, x_t = _flow_start(sigmas, x)
     for i in range(len(t) - 1):
         v, D_x = _flow_velocity(D, x_t, t[i])
         t_mid = 0.5 * (t[i] + t[i + 1])
         v_mid, _ = _flow_velocity(D, x_t + (t_mid - t[i]) * v, t_mid)
         x_t = x_t + (t[i + 1] - t[i]) * v_mid
         report(callback, i, x_t * (1 + s[i + 1]), s[i], D_x)
-    return x_t
+    return x_t * (1 + s[-1])
 
 
 def invert_ddim(D: Denoiser, x: Tensor, sigmas: Tensor, *, callback=None) -> Tensor:

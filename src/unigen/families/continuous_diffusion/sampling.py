@@ -19,15 +19,16 @@ from unigen.errors import UserError
 Denoiser = Callable[..., Tensor]
 
 
-def check_grid(sigmas: Tensor, increasing: bool = False) -> list[float]:
+def check_grid(sigmas: Tensor, increasing: bool = False, allow_inf_start: bool = False) -> list[float]:
     """Validate a noise-level grid and return it as Python floats (double precision step coefficients).
 
     A decreasing grid may end at 0 (clean samples) or above it (Stable Diffusion's DDIM with
-    set_alpha_to_one=False ends at the first DDPM level; the sampler then returns x at that noise level)."""
+    set_alpha_to_one=False ends at the first DDPM level; the sampler then returns x at that noise level).
+    `allow_inf_start`: the first level may be inf (flow samplers starting at t = 1)."""
     if not isinstance(sigmas, Tensor) or sigmas.ndim != 1 or sigmas.numel() < 2:
         raise UserError("sigmas must be a 1-D tensor with at least two noise levels")
     s = sigmas.double().tolist()
-    if not all(math.isfinite(v) for v in s):
+    if not all(math.isfinite(v) for v in s[1 if allow_inf_start and s[0] == math.inf else 0:]):
         raise UserError("sigmas must be finite (for flow models start below t = 1, see grids.flow_sigmas)")
     pairs = list(zip(s[:-1], s[1:]))
     if increasing and (s[0] <= 0 or any(b <= a for a, b in pairs)):

@@ -43,6 +43,11 @@ def linear_betas(T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02
     return torch.linspace(beta_start, beta_end, T, dtype=torch.float64)
 
 
+def scaled_linear_betas(T: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012) -> Tensor:
+    """Rombach et al. 2022 (Stable Diffusion's "linear", diffusers' "scaled_linear"): sqrt(beta) linear. (T,) float64."""
+    return torch.linspace(beta_start ** 0.5, beta_end ** 0.5, T, dtype=torch.float64) ** 2
+
+
 def cosine_betas(T: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> Tensor:
     """Nichol & Dhariwal 2021, Eq. 17: alpha_bar(t) = f(t)/f(0), f(t) = cos^2((t/T + s)/(1 + s) pi/2), beta <= 0.999."""
     f = torch.cos((torch.arange(T + 1, dtype=torch.float64) / T + s) / (1 + s) * math.pi / 2) ** 2   # (T+1,)
@@ -279,6 +284,11 @@ def ddpm_linear(T: int = 1000) -> DiscreteVP:
     return DiscreteVP(alpha_bar_from_betas(linear_betas(T)))
 
 
+def ddpm_scaled_linear(T: int = 1000) -> DiscreteVP:
+    """Rombach et al. 2022 (latent diffusion / Stable Diffusion): scaled-linear betas 0.00085..0.012 over T = 1000."""
+    return DiscreteVP(alpha_bar_from_betas(scaled_linear_betas(T)))
+
+
 def ddpm_cosine(T: int = 1000) -> DiscreteVP:
     """Nichol & Dhariwal 2021, Eq. 17: the cosine schedule."""
     return DiscreteVP(alpha_bar_from_betas(cosine_betas(T)))
@@ -294,6 +304,7 @@ def get_schedule(name: str) -> Schedule:
 SCHEDULES = {
     "ddpm-linear": ddpm_linear,
     "ddpm-cosine": ddpm_cosine,
+    "ddpm-scaled-linear": ddpm_scaled_linear,
     "vp": ContinuousVP,
     "ve": VE,
     "edm": EDM,
