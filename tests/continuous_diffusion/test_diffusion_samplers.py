@@ -168,7 +168,7 @@ STOCHASTIC = [
     ("ddpm", lambda: ddpm_sigmas(ddpm_linear(), 1000), {}),                     # all 1000 DDPM levels
     ("ddpm", lambda: ddpm_sigmas(ddpm_linear(), 100, "trailing"), {"variance": "large"}),
     ("ddim", lambda: ddpm_sigmas(ddpm_linear(), 1000), {"eta": 1.0}),
-    ("euler-maruyama", lambda: ddpm_sigmas(ddpm_linear(), 1000), {}),          # weak order 1: ~0.5% at 1000 steps
+    ("reverse-diffusion", lambda: ddpm_sigmas(ddpm_linear(), 1000), {}),          # weak order 1: ~0.5% at 1000 steps
     ("heun-churn", lambda: karras_sigmas(256), {"S_noise": 1.0}),               # S_noise = 1: no inflation
     # Langevin's stationary variance is v / (1 - snr^2): snr = 0.05 keeps that 0.25% bias below the tolerance
     ("pc", lambda: ddpm_sigmas(ddpm_linear(), 1000), {"snr": 0.05}),
@@ -189,7 +189,7 @@ def test_stochastic_samplers_reproduce_data_moments(name, grid, options):
 def test_stochastic_samplers_are_reproducible_with_a_generator_and_differ_across_seeds():
     sigmas = karras_sigmas(10)
     x = _start() * sigmas[0]
-    for name, opts in (("ddpm", {}), ("ddim", {"eta": 0.5}), ("euler-maruyama", {}), ("heun-churn", {}), ("pc", {})):
+    for name, opts in (("ddpm", {}), ("ddim", {"eta": 0.5}), ("reverse-diffusion", {}), ("heun-churn", {}), ("pc", {})):
         a = SAMPLERS[name](DATA.denoiser, x, sigmas, generator=torch.Generator().manual_seed(1), **opts)
         b = SAMPLERS[name](DATA.denoiser, x, sigmas, generator=torch.Generator().manual_seed(1), **opts)
         c = SAMPLERS[name](DATA.denoiser, x, sigmas, generator=torch.Generator().manual_seed(2), **opts)
@@ -256,12 +256,12 @@ def test_langevin_corrector_pulls_a_coarse_predictor_toward_the_data():
     sigmas = karras_sigmas(50)
     x = torch.randn(n, d, generator=torch.Generator().manual_seed(3), dtype=F64) * sigmas[0]
     bias = {}
-    for name, opts in (("euler-maruyama", {}), ("pc", {"snr": 0.16})):
+    for name, opts in (("reverse-diffusion", {}), ("pc", {"snr": 0.16})):
         out = SAMPLERS[name](data.denoiser, x, sigmas, generator=torch.Generator().manual_seed(4), **opts)
         bias[name] = out.var().item() / std ** 2 - 1
     se = math.sqrt(2 / (n * d))
-    assert bias["euler-maruyama"] > 10 * se                           # the predictor alone is visibly biased
-    assert abs(bias["pc"]) < bias["euler-maruyama"] / 2, bias
+    assert bias["reverse-diffusion"] > 10 * se                           # the predictor alone is visibly biased
+    assert abs(bias["pc"]) < bias["reverse-diffusion"] / 2, bias
 
 
 
@@ -282,3 +282,11 @@ def test_dpmpp_2m_step_after_a_short_step_is_third_order_locally():
         SAMPLERS["dpmpp-2m"](DATA.denoiser, x, sigmas, callback=lambda info: seen.append(info["x"]))
         errors.append((seen[1] - DATA.ode(x, s0, s2)).abs().max().item())
     assert abs(_slope(1 / np.array(Hs), errors) - 3) < 0.25, (errors, _slope(1 / np.array(Hs), errors))
+
+
+def test_old_name_euler_maruyama_is_the_reverse_diffusion_predictor():
+    """Saved configs hold sample.sampler="euler-maruyama": it still resolves, to the sampler it always was."""
+    from unigen.families.continuous_diffusion.samplers import ALIASES, get_sampler
+    assert ALIASES["euler-maruyama"] == "reverse-diffusion"
+    assert get_sampler("euler-maruyama") is SAMPLERS["reverse-diffusion"] and "euler-maruyama" not in SAMPLERS
+    assert nfe("euler-maruyama", 7) == 7

@@ -15,7 +15,7 @@ from unigen.families.continuous_diffusion.network import (METHODS, DiffusionMode
                                                           generate, sigmas_for)
 from unigen.families.continuous_diffusion.presets import PRESETS
 from unigen.families.continuous_diffusion.task import LOSSES, TASK
-from unigen.families.continuous_diffusion.samplers import SAMPLERS
+from unigen.families.continuous_diffusion.samplers import ALIASES, SAMPLERS
 from unigen.errors import UserError
 from unigen.registry import get_preset
 
@@ -173,7 +173,8 @@ def _oracle_net(method, oracle):
 @pytest.mark.parametrize("method,oracle,sampler", [
     ("edm", EDMOracle, "heun"), ("edm", EDMOracle, "dpmpp-2m"), ("edm", EDMOracle, "pc"),
     ("fm", FlowOracle, "flow-midpoint"), ("fm", FlowOracle, "heun"),
-    ("ddpm", DDPMOracle, "ddpm"), ("ddpm", DDPMOracle, "euler")])
+    ("ddpm", DDPMOracle, "ddpm"), ("ddpm", DDPMOracle, "euler"), ("edm", EDMOracle, "dpmpp-2m-sde"),
+    ("edm", EDMOracle, "lms"), ("fm", FlowOracle, "dpmpp-sde"), ("ddpm", DDPMOracle, "euler-ancestral")])
 def test_generate_is_the_sampler_on_the_exact_denoiser(method, oracle, sampler):
     # A network that outputs exactly what its parameterization asks for, given the family's inputs (scaled x and
     # c_noise), must make generate() reproduce the sampler run on the analytic denoiser itself, noise and all.
@@ -184,6 +185,21 @@ def test_generate_is_the_sampler_on_the_exact_denoiser(method, oracle, sampler):
     ref = SAMPLERS[sampler](DATA.denoiser, float(sigmas[0]) * z, sigmas, generator=torch.Generator().manual_seed(5))
     assert torch.allclose(x, ref, rtol=1e-7, atol=1e-7)
     assert n_fe == nfe(sampler, 12)
+
+
+def test_generate_takes_the_old_sampler_name_and_reports_adaptive_nfe():
+    net = _oracle_net("edm", EDMOracle)
+    z = torch.randn(64, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    old, _ = generate(net, 64, sampler="euler-maruyama", steps=8, generator=torch.Generator().manual_seed(1), noise=z)
+    new, _ = generate(net, 64, sampler="reverse-diffusion", steps=8, generator=torch.Generator().manual_seed(1), noise=z)
+    assert torch.equal(old, new)
+    calls = []
+    D = lambda x, s: calls.append(1) or DATA.denoiser(x, s)          # noqa: E731
+    sigmas = sigmas_for(net, 2)
+    info = {}
+    ref = SAMPLERS["dpm-adaptive"](D, float(sigmas[0]) * z, sigmas, info=info)
+    x, n_fe = generate(net, 64, sampler="dpm-adaptive", steps=2, generator=torch.Generator(), noise=z)
+    assert torch.allclose(x, ref, rtol=1e-7, atol=1e-7) and n_fe == info["nfe"] == len(calls)
 
 
 @pytest.mark.parametrize("method,oracle,sampler", [("edm", EDMOracle, "heun"), ("fm", FlowOracle, "flow-midpoint")])
@@ -252,6 +268,6 @@ def test_bad_settings_are_user_errors(tmp_path):
                     guidance=3.0)
     with pytest.raises(UserError, match="option"):
         TASK.evaluate(model, toy, run_dir=tmp_path, bogus=1)
-    assert set(TASK.samplers) == set(SAMPLERS)
+    assert set(TASK.samplers) == set(SAMPLERS) | set(ALIASES)           # old names stay accepted
     assert all(set(m.samplers) <= set(SAMPLERS) for m in METHODS.values())
     assert "ddpm" in METHODS["ddpm"].samplers and "ddpm" not in METHODS["edm"].samplers

@@ -39,7 +39,7 @@ from unigen.plot import figure
 BUDGETS = (5, 10, 20, 35, 50, 100, 1000)
 QUICK_BUDGETS = (10, 35)
 LONG_FROM = 101
-LONG_SAMPLERS = ("ddpm", "euler", "flow-euler", "euler-maruyama")
+LONG_SAMPLERS = ("ddpm", "euler", "flow-euler", "reverse-diffusion")
 SKIP = ("ddim",)            # ddim with eta = 0 is Euler step for step in EDM variables: same numbers as "euler"
 
 

@@ -5,7 +5,7 @@ wrapped as a denoiser, and `generate` (noise -> samples with any registered samp
     ddpm    ddpm_loss, Ho et al. 2020  ddpm-linear | -cosine | -scaled-linear  eps | x0 | v  ddpm ancestral
     edm     edm_loss, Karras 2022      edm                           edm (c_skip/c_out)   heun
     fm      flow_matching_loss         flow                          flow (eps - x0)      flow-euler
-    vp/ve   dsm_loss, Song et al. 2021 vp / ve                       score                euler-maruyama / pc
+    vp/ve   dsm_loss, Song et al. 2021 vp / ve                       score | sigma-score  reverse-diffusion / pc
 Every method also takes every ODE and SDE sampler of `samplers.SAMPLERS`; ddpm adds ancestral sampling, fm the
 flow-time solvers.
 
@@ -26,7 +26,7 @@ from unigen.errors import UserError
 from unigen.families.continuous_diffusion import grids
 from unigen.families.continuous_diffusion.guidance import guided
 from unigen.families.continuous_diffusion.precond import make_denoiser
-from unigen.families.continuous_diffusion.samplers import SAMPLERS
+from unigen.families.continuous_diffusion.samplers import SAMPLERS, canonical
 from unigen.families.continuous_diffusion.schedules import get_schedule
 from unigen.models.dit import DiT, dit_config
 from unigen.models.mlp import MLPConfig, ResidualMLP
@@ -38,7 +38,7 @@ from unigen.task import unwrap as _unwrap
 class DiffusionModelConfig:
     method: str = "edm"             # ddpm | edm | fm | vp | ve: the training loss (see METHODS)
     schedule: str = ""              # "" = the method's: ddpm-linear | ddpm-cosine | ddpm-scaled-linear | edm | flow | vp | ve
-    parameterization: str = ""      # "" = the method's: eps | x0 | v (ddpm), edm, flow, score (vp, ve)
+    parameterization: str = ""      # "" = the method's: eps | x0 | v (ddpm), edm, flow, score | sigma-score (vp, ve)
     grid: str = ""                  # sampling grid: "" = the schedule's paper grid | karras | logsnr
     backbone: str = "mlp"           # mlp (vectors, toy2d) | dit | unet (images)
     size: str = "small"             # backbone size preset (mlp: tiny | small; dit: DIT_SIZES; unet: UNET_SIZES)
@@ -76,8 +76,8 @@ METHODS = {
     "ddpm": Method(("ddpm-linear", "ddpm-cosine", "ddpm-scaled-linear"), ("eps", "x0", "v"), "ddpm", "ddpm"),
     "edm": Method(("edm",), ("edm",), "heun"),
     "fm": Method(("flow",), ("flow",), "flow-euler", "flow"),
-    "vp": Method(("vp",), ("score",), "euler-maruyama"),
-    "ve": Method(("ve",), ("score",), "pc"),
+    "vp": Method(("vp",), ("score", "sigma-score"), "reverse-diffusion"),
+    "ve": Method(("ve",), ("score", "sigma-score"), "pc"),
 }
 C_NOISE_SCALE = {"ddpm-linear": 1.0, "ddpm-cosine": 1.0, "ddpm-scaled-linear": 1.0, "vp": 1.0, "ve": 100.0, "edm": 250.0,
                  "flow": 1000.0}
@@ -158,7 +158,7 @@ def build_backbone(m: DiffusionModelConfig, shape: tuple[int, ...], num_classes:
 def check_sampler(net: DiffusionNet, sampler: str) -> str:
     """`sampler` ("" = the method's default) if it makes sense for the model's method, else a UserError."""
     allowed = METHODS[net.config.method].samplers
-    sampler = sampler or allowed[0]
+    sampler = canonical(sampler or allowed[0])
     if sampler not in allowed:
         raise UserError(f"sampler {sampler!r} does not fit method {net.config.method}; use one of: {', '.join(allowed)}")
     return sampler

@@ -165,7 +165,8 @@ def sample_ddpm(D: Denoiser, x: Tensor, sigmas: Tensor, *, variance: str = "smal
 
 
 def _reverse_sde_step(D: Denoiser, x: Tensor, sigma: float, sigma_next: float, noise) -> tuple[Tensor, Tensor]:
-    """One Euler-Maruyama step of dx = -grad log p(x; sigma) dtau + dw_bar, tau = sigma^2 (sample_euler_maruyama)."""
+    """One step of Song et al.'s reverse-diffusion predictor: Euler-Maruyama on dx = -grad log p(x; sigma) dtau +
+    dw_bar in tau = sigma^2 (sample_reverse_diffusion)."""
     D_x = denoise(D, x, sigma)
     dtau = sigma ** 2 - sigma_next ** 2
     x = x + dtau * (D_x - x) / sigma ** 2                             # score = (D_x - x) / sigma^2 (EDM Eq. 3)
@@ -174,13 +175,18 @@ def _reverse_sde_step(D: Denoiser, x: Tensor, sigma: float, sigma_next: float, n
     return x, D_x
 
 
-def sample_euler_maruyama(D: Denoiser, x: Tensor, sigmas: Tensor, *, noise=None, generator=None,
-                          callback=None) -> Tensor:
-    """Song et al. 2021, Eq. 6 (reverse-time SDE) by Euler-Maruyama in EDM variables (EDM Eq. 6, beta = sigma'/sigma).
+def sample_reverse_diffusion(D: Denoiser, x: Tensor, sigmas: Tensor, *, noise=None, generator=None,
+                             callback=None) -> Tensor:
+    """Song et al. 2021, App. E (reverse-diffusion predictor, Eq. 46-47) for the reverse-time SDE of Eq. 6, in EDM
+    variables (EDM Eq. 6 with beta = sigma'/sigma).
 
     For VP and VE alike, x = x_native / s follows the forward SDE dx = dw in tau = sigma^2 (Song's Eq. 9 and 11
     divided by s(t)); its reverse is dx = -grad log p(x; sigma) dtau + dw_bar. Each step from sigma to sigma' adds
-    dtau = sigma^2 - sigma'^2 times the score and sqrt(dtau) z: Song et al.'s reverse-diffusion predictor (App. E).
+    dtau = sigma^2 - sigma'^2 times the score and sqrt(dtau) z: Euler-Maruyama in tau, which is score_sde's
+    ReverseDiffusionPredictor (exactly so for VE). score_sde's EulerMaruyamaPredictor steps the native SDE in t
+    instead, with g(t)^2 dt for sigma^2 - sigma'^2 (and VP's drift linearised); it needs the schedule's g(t), which
+    the one-denoiser contract (D and a grid) does not carry, so it is not offered. Registered as
+    "reverse-diffusion"; "euler-maruyama" is its old name (ALIASES), kept for saved configs.
     """
     s = check_grid(sigmas)
     noise = resolve_noise(noise, x, s, generator)
@@ -325,11 +331,16 @@ def nfe(name: str, n_steps: int, **options) -> int:
     return spec.nfe(n_steps, **options)
 
 
+def canonical(name: str) -> str:
+    """The registered name of `name` (an old name in ALIASES maps to its new one)."""
+    return ALIASES.get(name, name)
+
+
 def get_sampler(name: str) -> Sampler:
-    """The sampler registered under `name`; UserError lists the names."""
-    if name not in SAMPLERS:
+    """The sampler registered under `name` (or an alias of it); UserError lists the names."""
+    if canonical(name) not in SAMPLERS:
         raise UserError(f"unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)}")
-    return SAMPLERS[name]
+    return SAMPLERS[canonical(name)]
 
 
 # Heun's last step is Euler (no second call at sigma = 0), and so is PC's (no corrector at sigma = 0). Default steps:
@@ -341,7 +352,7 @@ SAMPLERS = {
     "dpmpp-2m": Sampler(sample_dpmpp_2m, lambda n, **o: n, 25, "ode"),
     "ddim": Sampler(sample_ddim, lambda n, **o: n, 50, "ode"),
     "heun-churn": Sampler(sample_heun_churn, lambda n, **o: 2 * n - 1, 18, "sde"),
-    "euler-maruyama": Sampler(sample_euler_maruyama, lambda n, **o: n, 100, "sde"),
+    "reverse-diffusion": Sampler(sample_reverse_diffusion, lambda n, **o: n, 100, "sde"),
     # k-diffusion's samplers (samplers_multistage.py, samplers_sde.py, samplers_dpm.py)
     "euler-ancestral": Sampler(sample_euler_ancestral, lambda n, **o: n, 100, "sde"),
     "lms": Sampler(sample_lms, lambda n, **o: n, 50, "ode"),
@@ -353,8 +364,10 @@ SAMPLERS = {
     "dpmpp-2m-sde-heun": Sampler(sample_dpmpp_2m_sde_heun, lambda n, **o: n, 50, "sde"),
     "dpmpp-3m-sde": Sampler(sample_dpmpp_3m_sde, lambda n, **o: n, 50, "sde"),
     "dpm-fast": Sampler(sample_dpm_fast, lambda n, **o: n, 25, "ode"),
-    "dpm-adaptive": Sampler(sample_dpm_adaptive, None, 0, "ode"),
+    "dpm-adaptive": Sampler(sample_dpm_adaptive, None, 2, "ode"),          # uses the grid's ends only
     "pc": Sampler(sample_pc, lambda n, n_corrector=1, **o: n + n_corrector * (n - 1), 100, "sde"),
     "flow-euler": Sampler(sample_flow_euler, lambda n, **o: n, 50, "flow"),
     "flow-midpoint": Sampler(sample_flow_midpoint, lambda n, **o: 2 * n, 25, "flow"),
 }
+# Old names that saved configs (RUN/config.json's sample.sampler) and scripts may still use.
+ALIASES = {"euler-maruyama": "reverse-diffusion"}

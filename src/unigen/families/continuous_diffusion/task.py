@@ -20,7 +20,7 @@ from unigen.families.continuous_diffusion import evaluate, losses
 from unigen.families.continuous_diffusion.network import (DiffusionModelConfig, DiffusionNet, build_backbone,
                                                           check_sampler, generate, resolved, unwrap)
 from unigen.families.continuous_diffusion.precond import make_denoiser
-from unigen.families.continuous_diffusion.samplers import SAMPLERS
+from unigen.families.continuous_diffusion.samplers import ALIASES, SAMPLERS
 from unigen.io import atomic_path
 from unigen.plot import save_image_grid, save_scatter
 from unigen.task import Task
@@ -45,7 +45,7 @@ def _fm(model, x0, net: DiffusionNet, cond: dict) -> Tensor:
 
 
 def _dsm(model, x0, net: DiffusionNet, cond: dict) -> Tensor:
-    return losses.dsm_loss(model, x0, net.schedule, **cond)
+    return losses.dsm_loss(model, x0, net.schedule, parameterization=net.parameterization, **cond)
 
 
 LOSSES = {"ddpm": _ddpm, "edm": _edm, "fm": _fm, "vp": _dsm, "ve": _dsm}
@@ -70,7 +70,7 @@ def save_samples(x: Tensor, y: Tensor | None, out_dir: Path, title: str = "") ->
 
 class DiffusionTask(Task):
     model_config = DiffusionModelConfig
-    samplers = ("heun", *(s for s in SAMPLERS if s != "heun"))   # heun fits every method: the default
+    samplers = ("heun", *(s for s in SAMPLERS if s != "heun"), *ALIASES)   # heun fits every method: the default
 
     def build(self, cfg: Config, data_info: dict) -> nn.Module:
         m: DiffusionModelConfig = cfg.model
