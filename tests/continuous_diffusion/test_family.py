@@ -98,7 +98,8 @@ class Spy(nn.Module):
         return torch.zeros_like(x) + 0 * self.w
 
 
-@pytest.mark.parametrize("method,expected", [("ddpm", 1.0), ("edm", 1.0), ("fm", 2.0), ("vp", 1.0), ("ve", 1.0)])
+@pytest.mark.parametrize("method,expected", [("ddpm", 1.0), ("edm", 1.0), ("fm", 2.0), ("vp", 1.0), ("ve", 1.0),
+                                             ("subvp", 1.0)])
 def test_loss_of_a_zero_network_has_its_analytic_mean(method, expected):
     # x0 ~ N(0, I). ddpm: E||eps||^2/d = 1; edm with sigma_data = 1: lambda(sigma) E||c_skip x - x0||^2 / d = 1 for
     # every sigma (EDM Table 1's weighting makes the initial loss unit); fm: E||z - x0||^2 / d = 2; dsm: E||eps||^2/d = 1.

@@ -21,7 +21,8 @@ import math
 import torch
 from torch import Tensor
 
-from unigen.families.continuous_diffusion.schedules import (EDM, VE, ContinuousVP, DiscreteVP, Flow, Schedule, flow_sigma, vp_sigma)
+from unigen.families.continuous_diffusion.schedules import (EDM, VE, ContinuousVP, DiscreteVP, Flow, Schedule, SubVP,
+                                                             flow_sigma, subvp_sigma, vp_sigma)
 from unigen.errors import UserError
 
 
@@ -73,6 +74,13 @@ def vp_sigmas(n: int, beta_min: float = 0.1, beta_max: float = 20.0, eps_t: floa
     _check_n(n)
     t = torch.linspace(1.0, eps_t, n, dtype=torch.float64)          # (n,)
     return _append_zero(vp_sigma(t, beta_min, beta_max))
+
+
+def subvp_sigmas(n: int, beta_min: float = 0.1, beta_max: float = 20.0, eps_t: float = 1e-3) -> Tensor:
+    """Song et al. 2021's uniform-t grid on the sub-VP schedule: t_i = 1 + i/(n-1) (eps_t - 1), sigma = 2 sinh(B/2)."""
+    _check_n(n)
+    t = torch.linspace(1.0, eps_t, n, dtype=torch.float64)          # (n,)
+    return _append_zero(subvp_sigma(t, beta_min, beta_max))
 
 
 def flow_sigmas(n: int, t_max: float = 0.999, shift: float = 1.0, t_min: float = 0.0) -> Tensor:
@@ -135,6 +143,7 @@ def default_sigmas(schedule: Schedule, n: int) -> Tensor:
     builders = {
         DiscreteVP: lambda: ddpm_sigmas(schedule, n, "trailing"),
         ContinuousVP: lambda: vp_sigmas(n, schedule.beta_min, schedule.beta_max, schedule.eps_t),
+        SubVP: lambda: subvp_sigmas(n, schedule.beta_min, schedule.beta_max, schedule.eps_t),
         VE: lambda: ve_sigmas(n, schedule.sigma_min, schedule.sigma_max),
         EDM: lambda: karras_sigmas(n, schedule.sigma_min, schedule.sigma_max),
         Flow: lambda: flow_sigmas(n, schedule.t_max),

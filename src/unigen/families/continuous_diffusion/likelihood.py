@@ -117,6 +117,12 @@ def nll_report(result: dict, dims: int, data_range: float = 2.0, bins: int = 256
     return {"bits_per_dim": bpd, "solver": result["method"], "nfe": result["nfe"], "trace": result["trace"]}
 
 
+def native_nll(nll: Tensor, scale: Tensor, dims: int) -> Tensor:
+    """-log p of x_native = s x from -log p of the scale-free x (change of variables): nll + d ln s. `scale` is the
+    schedule's s at sigma_min (VP, sub-VP: alpha; flow: 1 - t), a scalar or (B,)."""
+    return nll + dims * torch.log(torch.as_tensor(scale, dtype=nll.dtype, device=nll.device))
+
+
 def bits_per_dim(nll: Tensor, dims: int, data_range: float = 2.0, bins: int = 256) -> Tensor:
     """Song et al. 2021, App. D.2 / Ho et al. 2020, Sec. 4: bits/dim of 8-bit data from a continuous NLL in nats.
 

@@ -6,6 +6,7 @@ wrapped as a denoiser, and `generate` (noise -> samples with any registered samp
     edm     edm_loss, Karras 2022      edm                           edm (c_skip/c_out)   heun
     fm      flow_matching_loss         flow                          flow (eps - x0)      flow-euler
     vp/ve   dsm_loss, Song et al. 2021 vp / ve                       score | sigma-score  reverse-diffusion / pc
+    subvp   dsm_loss, Song et al. 2021 subvp (Eq. 12)                score | sigma-score  reverse-diffusion
 Every method also takes every ODE and SDE sampler of `samplers.SAMPLERS`; ddpm adds ancestral sampling, fm the
 flow-time solvers.
 
@@ -36,8 +37,9 @@ from unigen.task import unwrap as _unwrap
 
 @dataclass
 class DiffusionModelConfig:
-    method: str = "edm"             # ddpm | edm | fm | vp | ve: the training loss (see METHODS)
-    schedule: str = ""              # "" = the method's: ddpm-linear | ddpm-cosine | ddpm-scaled-linear | edm | flow | vp | ve
+    method: str = "edm"             # ddpm | edm | fm | vp | ve | subvp: the training loss (see METHODS)
+    schedule: str = ""              # "" = the method's: ddpm-linear | ddpm-cosine | ddpm-scaled-linear | edm | flow | vp |
+                                    # subvp | ve
     parameterization: str = ""      # "" = the method's: eps | x0 | v (ddpm), edm, flow, score | sigma-score (vp, ve)
     grid: str = ""                  # sampling grid: "" = the schedule's paper grid | karras | logsnr
     backbone: str = "mlp"           # mlp (vectors, toy2d) | dit | unet (images)
@@ -78,9 +80,10 @@ METHODS = {
     "fm": Method(("flow",), ("flow",), "flow-euler", "flow"),
     "vp": Method(("vp",), ("score", "sigma-score"), "reverse-diffusion"),
     "ve": Method(("ve",), ("score", "sigma-score"), "pc"),
+    "subvp": Method(("subvp",), ("score", "sigma-score"), "reverse-diffusion"),
 }
-C_NOISE_SCALE = {"ddpm-linear": 1.0, "ddpm-cosine": 1.0, "ddpm-scaled-linear": 1.0, "vp": 1.0, "ve": 100.0, "edm": 250.0,
-                 "flow": 1000.0}
+C_NOISE_SCALE = {"ddpm-linear": 1.0, "ddpm-cosine": 1.0, "ddpm-scaled-linear": 1.0, "vp": 1.0, "subvp": 1.0, "ve": 100.0,
+                 "edm": 250.0, "flow": 1000.0}
 MLP_SIZES = {"tiny": dict(width=64, depth=2), "small": dict(width=256, depth=4)}
 
 

@@ -48,7 +48,7 @@ def _dsm(model, x0, net: DiffusionNet, cond: dict) -> Tensor:
     return losses.dsm_loss(model, x0, net.schedule, parameterization=net.parameterization, **cond)
 
 
-LOSSES = {"ddpm": _ddpm, "edm": _edm, "fm": _fm, "vp": _dsm, "ve": _dsm}
+LOSSES = {"ddpm": _ddpm, "edm": _edm, "fm": _fm, "vp": _dsm, "ve": _dsm, "subvp": _dsm}
 
 
 def save_samples(x: Tensor, y: Tensor | None, out_dir: Path, title: str = "") -> dict[str, str]:
