@@ -272,3 +272,44 @@ def test_bad_settings_are_user_errors(tmp_path):
     assert set(TASK.samplers) == set(SAMPLERS) | set(ALIASES)           # old names stay accepted
     assert all(set(m.samplers) <= set(SAMPLERS) for m in METHODS.values())
     assert "ddpm" in METHODS["ddpm"].samplers and "ddpm" not in METHODS["edm"].samplers
+
+
+def test_nfe_sweep_options_seeds_and_bad_input(tmp_path):
+    """--samplers / --budgets / --n / --seeds reach run_sweep (as the CLI's strings too); several seeds average;
+    unknown or budgetless samplers, bad budgets and a budget below a sampler's one-step NFE are UserErrors."""
+    cfg = apply_overrides(get_preset("toy2d-edm"), ["model.size=tiny"])
+    model = TASK.build(cfg, {"shape": (2,)})
+    out = nfe_sweep.run_sweep(model, cfg, tmp_path, budgets=["3"], samplers=["euler-maruyama", "lms"], n=100,
+                              seeds=["0", "1"])
+    rows = json.loads((tmp_path / "nfe_sweep.json").read_text())["rows"]
+    assert {r["sampler"] for r in rows} == {"reverse-diffusion", "lms"} and all(r["seeds"] == [0, 1] for r in rows)
+    assert all(r["swd"] == pytest.approx(sum(r["swd_per_seed"]) / 2) for r in rows) and out
+    for bad in ({"samplers": ["nope"]}, {"samplers": ["dpm-adaptive"]}, {"budgets": ["x"]}, {"budgets": [0]},
+                {"samplers": ["flow-euler"]}, {"seeds": ["a"]}, {"n": -1}):
+        with pytest.raises(UserError):
+            nfe_sweep.sweep_options(model, **bad)
+    with pytest.raises(UserError):
+        nfe_sweep.steps_for("heun", 0)
+    with pytest.raises(UserError):
+        TASK.evaluate(model, cfg, run_dir=tmp_path, samplers=["heun"])           # sweep options need nfe_sweep
+
+
+def test_cli_eval_nfe_sweep_flags(tmp_path, capsys):
+    """`unigen eval RUN --nfe-sweep --samplers --budgets --n --seeds` runs the sweep; a bad flag value or an old
+    run's sampler name behave as documented (one-line error, exit 2 / accepted)."""
+    from unigen import cli
+    cfg = apply_overrides(get_preset("toy2d-edm"), ["model.size=tiny", "train.steps=1", "train.batch_size=8",
+                                                    "train.progress=false", "sample.sampler=euler-maruyama"])
+    run.train(cfg, tmp_path / "run")
+    with pytest.raises(SystemExit) as ok:
+        cli.main(["eval", str(tmp_path / "run"), "--json", "--nfe-sweep", "--samplers", "dpmpp-2m-sde,dpm-fast",
+                  "--budgets", "4,6", "--n", "64", "--seeds", "0,1"])
+    assert ok.value.code == 0
+    rows = json.loads((tmp_path / "run" / "nfe_sweep" / "nfe_sweep.json").read_text())["rows"]
+    assert {(r["sampler"], r["nfe"]) for r in rows} == {("dpmpp-2m-sde", 4), ("dpmpp-2m-sde", 6), ("dpm-fast", 4),
+                                                        ("dpm-fast", 6)}
+    for bad in (["--samplers", "nope"], ["--budgets", "0"], ["--samplers", "dpm-adaptive"]):
+        with pytest.raises(SystemExit) as err:
+            cli.main(["eval", str(tmp_path / "run"), "--nfe-sweep", *bad])
+        assert err.value.code == 2
+        assert capsys.readouterr().err.count("\n") == 1

@@ -3,8 +3,8 @@
 Contract: `D(x, sigma) -> x0_hat` in EDM's scale-free variables with sigma of shape (B,) (see precond.py; bind
 conditioning with functools.partial or guidance.guided); `x` is already at noise level sigmas[0] (the caller draws
 it, e.g. x = sigmas[0] * randn); `sigmas` is a decreasing 1-D grid ending at 0 or above (see grids.py; ending above
-0 returns x at that noise level; flow samplers also take a grid starting at sigma = inf, with x = the noise). Every sampler accepts `generator` (deterministic ones ignore it) and `callback`,
-called after each step with a dict {"i", "x", "sigma", "denoised"}; stochastic ones take their fresh noise from
+0 returns x at that noise level; flow samplers also take a grid starting at sigma = inf, with x = the noise).
+Every sampler accepts `generator` (deterministic ones ignore it) and `callback`, called after each step with a dict {"i", "x", "sigma", "denoised"}; stochastic ones take their fresh noise from
 `noise` (noise.py: "gaussian" from `generator`, "brownian", or a callable (sigma, sigma_next) -> z).
 `SAMPLERS` (bottom) is the one table: function, NFE for n steps, default steps, and kind (which training methods it
 fits); `nfe(name, n_steps)` gives the number of denoiser calls for n_steps = len(sigmas) - 1. The k-diffusion family

@@ -116,10 +116,14 @@ class DiffusionTask(Task):
 
     def evaluate(self, model: nn.Module, cfg: Config, *, run_dir: Path, quick: bool = False,
                  nfe_sweep: bool = False, **kw) -> dict[str, float]:
-        if kw:
-            raise UserError(f"diffusion eval has no option(s) {', '.join(kw)}")
+        """Sample quality with the run's sampler, or with nfe_sweep=True the NFE sweep, which takes `samplers`,
+        `budgets`, `n` and `seeds` (tuples, or the CLI's strings; see evaluate.sweep_options)."""
+        sweep_kw = {k: kw.pop(k) for k in ("samplers", "budgets", "n", "seeds") if k in kw}
+        if kw or (sweep_kw and not nfe_sweep):
+            raise UserError(f"diffusion eval has no option(s) {', '.join([*kw, *sweep_kw])}"
+                            + (" without --nfe-sweep" if sweep_kw and not kw else ""))
         if nfe_sweep:
-            return evaluate.run_sweep(model, cfg, Path(run_dir) / "nfe_sweep", quick=quick)
+            return evaluate.run_sweep(model, cfg, Path(run_dir) / "nfe_sweep", quick=quick, **sweep_kw)
         net = unwrap(model)
         sampler = check_sampler(net, cfg.sample.sampler)
         steps = cfg.sample.steps or SAMPLERS[sampler].default_steps
