@@ -313,3 +313,21 @@ def test_cli_eval_nfe_sweep_flags(tmp_path, capsys):
             cli.main(["eval", str(tmp_path / "run"), "--nfe-sweep", *bad])
         assert err.value.code == 2
         assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_diffusers_grid_option_reproduces_sd_ddim_and_flow_grids():
+    """model.grid=diffusers: SD's DDIM levels (981 ... 1, then level 0) for DDPM, t = 1 ... 1/1000, 0 for flow; generate
+    starts a flow grid at t = 1 from the noise itself."""
+    from unigen.families.continuous_diffusion.grids import ddpm_sigmas, flow_sigmas
+    ddpm = DiffusionNet(nn.Identity(), DiffusionModelConfig(method="ddpm", grid="diffusers"), (2,))
+    torch.testing.assert_close(sigmas_for(ddpm, 50), ddpm_sigmas(ddpm.schedule, 50, "leading", 1, False))
+    assert sigmas_for(ddpm, 50)[-1] == ddpm.schedule.sigmas[0]
+    fm = _oracle_net("fm", FlowOracle)
+    fm.config.grid = "diffusers"
+    assert math.isinf(sigmas_for(fm, 8)[0]) and torch.equal(sigmas_for(fm, 8), flow_sigmas(8, 1.0, t_min=1e-3))
+    z = torch.randn(16, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x, _ = generate(fm, 16, sampler="flow-euler", steps=8, generator=torch.Generator(), noise=z)
+    torch.testing.assert_close(x, SAMPLERS["flow-euler"](DATA.denoiser, z, sigmas_for(fm, 8)), rtol=1e-7, atol=1e-7)
+    edm = DiffusionNet(nn.Identity(), DiffusionModelConfig(method="edm", grid="diffusers"), (2,))
+    with pytest.raises(UserError):
+        sigmas_for(edm, 8)

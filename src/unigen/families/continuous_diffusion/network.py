@@ -28,7 +28,7 @@ from unigen.families.continuous_diffusion import grids
 from unigen.families.continuous_diffusion.guidance import guided
 from unigen.families.continuous_diffusion.precond import make_denoiser
 from unigen.families.continuous_diffusion.samplers import SAMPLERS, canonical
-from unigen.families.continuous_diffusion.schedules import get_schedule
+from unigen.families.continuous_diffusion.schedules import DiscreteVP, Flow, get_schedule
 from unigen.models.dit import DiT, dit_config
 from unigen.models.mlp import MLPConfig, ResidualMLP
 from unigen.models.unet import UNet, unet_config
@@ -41,7 +41,7 @@ class DiffusionModelConfig:
     schedule: str = ""              # "" = the method's: ddpm-linear | ddpm-cosine | ddpm-scaled-linear | edm | flow | vp |
                                     # subvp | ve
     parameterization: str = ""      # "" = the method's: eps | x0 | v (ddpm), edm, flow, score | sigma-score (vp, ve)
-    grid: str = ""                  # sampling grid: "" = the schedule's paper grid | karras | logsnr
+    grid: str = ""                  # sampling grid: "" = the schedule's paper grid | karras | logsnr | diffusers
     backbone: str = "mlp"           # mlp (vectors, toy2d) | dit | unet (images)
     size: str = "small"             # backbone size preset (mlp: tiny | small; dit: DIT_SIZES; unet: UNET_SIZES)
     width: int = 0                  # overrides the size's width (mlp width, dit dim, unet base_width); 0 = keep
@@ -168,7 +168,10 @@ def check_sampler(net: DiffusionNet, sampler: str) -> str:
 
 
 def sigmas_for(net: DiffusionNet, steps: int) -> Tensor:
-    """The decreasing noise-level grid (steps + 1,) ending at 0 that the model samples on (`model.grid`)."""
+    """The decreasing noise-level grid (steps + 1,) that the model samples on (`model.grid`): the schedule's paper
+    grid, karras, logsnr, or "diffusers": Stable Diffusion's DDIM grid for DDPM schedules (leading spacing,
+    steps_offset 1, ending at the first level: set_alpha_to_one=False) and FlowMatchEulerDiscreteScheduler's grid for
+    flow (from t = 1, pure noise, to 1/1000, then 0)."""
     grid, s = net.config.grid, net.schedule
     if grid == "":
         return grids.default_sigmas(s, steps)
@@ -176,7 +179,12 @@ def sigmas_for(net: DiffusionNet, steps: int) -> Tensor:
         return grids.karras_sigmas(steps, s.sigma_min, s.sigma_max)
     if grid == "logsnr":
         return grids.logsnr_sigmas(steps, s.sigma_min, s.sigma_max)
-    raise UserError(f"model.grid={grid!r} is not one of: '' (the schedule's), karras, logsnr")
+    if grid == "diffusers" and isinstance(s, DiscreteVP):
+        return grids.ddpm_sigmas(s, steps, "leading", steps_offset=1, set_alpha_to_one=False)
+    if grid == "diffusers" and isinstance(s, Flow):
+        return grids.flow_sigmas(steps, t_max=1.0, t_min=1 / 1000)
+    raise UserError(f"model.grid={grid!r} is not one of: '' (the schedule's), karras, logsnr, diffusers (DDPM and "
+                    f"flow schedules only)")
 
 
 def denoiser(model: nn.Module):
