@@ -10,7 +10,8 @@ Everything speaks one language: x = s(t) (x0 + sigma(t) eps) with a denoiser D(x
     losses.py      edm_loss, ddpm_loss (eps/x0/v, min-SNR), flow_matching_loss, dsm_loss, drop_labels
     samplers.py    SAMPLERS[name](D, x, sigmas, generator=..., **options), nfe(name, n_steps), invert_ddim;
                    each entry also knows its NFE, default steps and kind (ode | sde | ddpm | flow); the
-                   k-diffusion family in samplers_multistage.py, samplers_sde.py, samplers_dpm.py; sampling.py helpers
+                   k-diffusion family in samplers_multistage.py, samplers_sde.py, samplers_dpm.py; UniPC in
+                   samplers_unipc.py; sampling.py helpers
     noise.py       noise sources for stochastic steps: gaussian (a generator), brownian (torchsde's Brownian tree)
     likelihood.py  ode_nll (exact or Hutchinson trace, RK4 by default), nll_report, native_nll, bits_per_dim,
                    dequantize

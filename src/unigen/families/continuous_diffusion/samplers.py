@@ -9,7 +9,8 @@ Every sampler accepts `generator` (deterministic ones ignore it) and `callback`,
 `SAMPLERS` (bottom) is the one table: function, NFE for n steps, default steps, and kind (which training methods it
 fits); `nfe(name, n_steps)` gives the number of denoiser calls for n_steps = len(sigmas) - 1. The k-diffusion family
 lives in samplers_multistage.py (DPM-Solver-2, LMS, DPM-Solver++(2S) ancestral), samplers_sde.py (DPM-Solver++ SDE,
-2M SDE, 3M SDE) and samplers_dpm.py (DPM-Solver fast and adaptive); shared helpers in sampling.py.
+2M SDE, 3M SDE) and samplers_dpm.py (DPM-Solver fast and adaptive); UniPC in samplers_unipc.py; shared helpers
+in sampling.py.
 
 Notation
     sigma, sigma_next   sigma_i, sigma_{i+1} on the grid
@@ -37,6 +38,7 @@ from unigen.families.continuous_diffusion.noise import resolve_noise
 from unigen.families.continuous_diffusion.samplers_dpm import sample_dpm_adaptive, sample_dpm_fast
 from unigen.families.continuous_diffusion.samplers_multistage import (sample_dpm_2, sample_dpm_2_ancestral,
                                                                        sample_dpmpp_2s_ancestral, sample_lms)
+from unigen.families.continuous_diffusion.samplers_unipc import sample_unipc
 from unigen.families.continuous_diffusion.samplers_sde import (sample_dpmpp_2m_sde, sample_dpmpp_2m_sde_heun,
                                                                 sample_dpmpp_3m_sde, sample_dpmpp_sde)
 from unigen.families.continuous_diffusion.sampling import (Denoiser, ancestral_step, check_eta, check_grid, churn_gamma,
@@ -364,6 +366,7 @@ SAMPLERS = {
     "dpmpp-2m-sde-heun": Sampler(sample_dpmpp_2m_sde_heun, lambda n, **o: n, 50, "sde"),
     "dpmpp-3m-sde": Sampler(sample_dpmpp_3m_sde, lambda n, **o: n, 50, "sde"),
     "dpm-fast": Sampler(sample_dpm_fast, lambda n, **o: n, 25, "ode"),
+    "unipc": Sampler(sample_unipc, lambda n, **o: n, 20, "ode"),
     "dpm-adaptive": Sampler(sample_dpm_adaptive, None, 2, "ode"),          # uses the grid's ends only
     "pc": Sampler(sample_pc, lambda n, n_corrector=1, **o: n + n_corrector * (n - 1), 100, "sde"),
     "flow-euler": Sampler(sample_flow_euler, lambda n, **o: n, 50, "flow"),
