@@ -41,21 +41,12 @@ from unigen.families.continuous_diffusion.samplers_multistage import (sample_dpm
 from unigen.families.continuous_diffusion.samplers_unipc import sample_unipc
 from unigen.families.continuous_diffusion.samplers_sde import (sample_dpmpp_2m_sde, sample_dpmpp_2m_sde_heun,
                                                                 sample_dpmpp_3m_sde, sample_dpmpp_sde)
-from unigen.families.continuous_diffusion.sampling import (Denoiser, ancestral_step, check_eta, check_grid, churn_gamma,
-                                                            denoise, report)
+from unigen.families.continuous_diffusion.sampling import (Denoiser, ancestral_step, check_eta, check_grid, churn,
+                                                            churn_gamma, denoise, report)
 
 
 def _noise(x: Tensor, generator: torch.Generator | None) -> Tensor:
     return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-
-
-def _churn(x: Tensor, sigma: float, sigma_next: float, gamma: float, S_noise: float, noise) -> tuple[Tensor, float]:
-    """Karras et al. 2022, Algorithm 2, lines 5-6: raise x from sigma to t_hat = (1 + gamma) sigma with fresh noise
-    (the noise source's draw for the step sigma -> sigma_next)."""
-    t_hat = sigma * (1 + gamma)
-    if gamma > 0:
-        x = x + math.sqrt(t_hat ** 2 - sigma ** 2) * S_noise * noise(sigma, sigma_next)
-    return x, t_hat
 
 
 def sample_euler(D: Denoiser, x: Tensor, sigmas: Tensor, *, S_churn: float = 0.0, S_min: float = 0.0,
@@ -65,7 +56,7 @@ def sample_euler(D: Denoiser, x: Tensor, sigmas: Tensor, *, S_churn: float = 0.0
     s = check_grid(sigmas)
     noise = resolve_noise(noise, x, s, generator)
     for i in range(len(s) - 1):
-        x, t_hat = _churn(x, s[i], s[i + 1], churn_gamma(s[i], len(s) - 1, S_churn, S_min, S_max), S_noise, noise)
+        x, t_hat = churn(x, s[i], s[i + 1], churn_gamma(s[i], len(s) - 1, S_churn, S_min, S_max), S_noise, noise)
         D_x = denoise(D, x, t_hat)
         d = (x - D_x) / t_hat
         x = x + (s[i + 1] - t_hat) * d
@@ -99,7 +90,7 @@ def sample_heun(D: Denoiser, x: Tensor, sigmas: Tensor, *, S_churn: float = 0.0,
     s = check_grid(sigmas)
     noise = resolve_noise(noise, x, s, generator)
     for i in range(len(s) - 1):
-        x_hat, t_hat = _churn(x, s[i], s[i + 1], churn_gamma(s[i], len(s) - 1, S_churn, S_min, S_max), S_noise, noise)
+        x_hat, t_hat = churn(x, s[i], s[i + 1], churn_gamma(s[i], len(s) - 1, S_churn, S_min, S_max), S_noise, noise)
         D_x = denoise(D, x_hat, t_hat)
         d = (x_hat - D_x) / t_hat
         x = x_hat + (s[i + 1] - t_hat) * d

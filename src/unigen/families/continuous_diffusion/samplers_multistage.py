@@ -18,8 +18,8 @@ from torch import Tensor
 
 from unigen.errors import UserError
 from unigen.families.continuous_diffusion.noise import resolve_noise
-from unigen.families.continuous_diffusion.sampling import (Denoiser, ancestral_step, check_eta, check_grid, churn_gamma,
-                                                            denoise, report)
+from unigen.families.continuous_diffusion.sampling import (Denoiser, ancestral_step, check_eta, check_grid, churn,
+                                                            churn_gamma, denoise, report)
 
 
 def _geometric_mid(a: float, b: float) -> float:
@@ -43,10 +43,7 @@ def sample_dpm_2(D: Denoiser, x: Tensor, sigmas: Tensor, *, S_churn: float = 0.0
     s = check_grid(sigmas)
     noise = resolve_noise(noise, x, s, generator)
     for i in range(len(s) - 1):
-        gamma = churn_gamma(s[i], len(s) - 1, S_churn, S_min, S_max)
-        t_hat = s[i] * (1 + gamma)
-        if gamma > 0:
-            x = x + math.sqrt(t_hat ** 2 - s[i] ** 2) * S_noise * noise(s[i], s[i + 1])
+        x, t_hat = churn(x, s[i], s[i + 1], churn_gamma(s[i], len(s) - 1, S_churn, S_min, S_max), S_noise, noise)
         D_x = denoise(D, x, t_hat)
         d = (x - D_x) / t_hat
         x = x + d * (s[i + 1] - t_hat) if s[i + 1] == 0 else _dpm2_step(D, x, d, t_hat, s[i + 1])

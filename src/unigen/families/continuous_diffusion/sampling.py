@@ -63,6 +63,15 @@ def churn_gamma(sigma: float, n_steps: int, S_churn: float, S_min: float, S_max:
     return min(S_churn / n_steps, math.sqrt(2) - 1) if S_min <= sigma <= S_max else 0.0
 
 
+def churn(x: Tensor, sigma: float, sigma_next: float, gamma: float, S_noise: float, noise) -> tuple[Tensor, float]:
+    """Karras et al. 2022, Algorithm 2, lines 5-6: raise x from sigma to t_hat = (1 + gamma) sigma with fresh noise
+    (the noise source's draw for the step sigma -> sigma_next)."""
+    t_hat = sigma * (1 + gamma)
+    if gamma > 0:
+        x = x + math.sqrt(t_hat ** 2 - sigma ** 2) * S_noise * noise(sigma, sigma_next)
+    return x, t_hat
+
+
 def check_eta(eta: float, s_noise: float = 1.0) -> None:
     if not (eta >= 0 and s_noise >= 0):
         raise UserError(f"eta and s_noise must be >= 0, got eta={eta}, s_noise={s_noise}")
