@@ -75,7 +75,7 @@ def child(spec: dict) -> None:
 def survivors_diffs(work: Path, names: list[str], path: str) -> dict[str, str]:
     code = ("import sys, json\nfrom mutmut.mutation.diff_apply import get_diff_for_mutant\n"
             "names, path = json.loads(sys.argv[1])\n"
-            "print(json.dumps({n: get_diff_for_mutant(n, path=path) for n in names}))")
+            "print(json.dumps({n: '# ' + n + chr(10) + get_diff_for_mutant(n, path=path) for n in names}))")
     out = subprocess.run([sys.executable, "-c", code, json.dumps([names, path])], cwd=work, capture_output=True,
                          text=True, check=True).stdout
     return json.loads(out)
