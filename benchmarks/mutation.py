@@ -9,7 +9,8 @@ other folders from TESTS below; `--tests` overrides. Modules that share a test s
 run (one stats collection), and mutmut runs, for each mutant, only the tests that call the mutated function.
 `--rev REV` measures the code and tests of a git revision (from `git archive`, in a temp folder, with today's
 [tool.mutmut] settings): a "before" score.
-Score = (killed + timed out) / all mutants; "no tests" counts against it.
+Score = (killed + timed out) / mutants checked; "no tests" counts against it. `--max-minutes` stops a long run
+and reports the mutants checked so far (mutmut checks the ones with the fastest tests first, so say so).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import os
 import platform
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -50,7 +52,7 @@ TESTS = {
 STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", 36: "timeout",
           -24: "timeout", 24: "timeout", 152: "timeout", 255: "timeout", -11: "segfault", -9: "segfault",
           None: "not checked"}
-COLUMNS = ("killed", "timeout", "survived", "no tests")
+COLUMNS = ("killed", "timeout", "survived", "no tests", "not checked")
 
 
 def tests_for(module: str) -> list[str]:
@@ -81,28 +83,39 @@ def survivors_diffs(work: Path, names: list[str], path: str) -> dict[str, str]:
     return json.loads(out)
 
 
-def run_group(work: Path, modules: list[str], tests: list[str], max_children: int) -> dict[str, dict]:
+def run_group(work: Path, modules: list[str], tests: list[str], max_children: int,
+              minutes: float = 0) -> dict[str, dict]:
     shutil.rmtree(work / "mutants", ignore_errors=True)
     spec = {"modules": modules, "tests": tests, "max_children": max_children}
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
     env.pop("PYTHONPATH", None)   # mutmut puts mutants/src first and removes src/ from the path
     t0 = time.time()
-    subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)], cwd=work, env=env,
-                   check=True)
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)], cwd=work,
+                            env=env, start_new_session=True)
+    try:
+        if proc.wait(timeout=minutes * 60 if minutes else None):
+            raise SystemExit(f"mutmut failed on {modules} (exit {proc.returncode})")
+    except subprocess.TimeoutExpired:  # out of time: stop mutmut and its workers, report what was checked
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait()
     print(f"[{time.time() - t0:.0f} s] {' '.join(modules)}", file=sys.stderr, flush=True)
     results = {}
     for meta in sorted((work / "mutants").rglob("*.py.meta")):
         path = str(meta.relative_to(work / "mutants"))[:-len(".meta")]
-        codes = json.loads(meta.read_text())["exit_code_by_key"]
+        try:
+            codes = json.loads(meta.read_text())["exit_code_by_key"]
+        except json.JSONDecodeError:  # cut while being written when a run is stopped
+            print(f"unreadable {meta}: left out", file=sys.stderr)
+            continue
         status = {k: STATUS.get(v, "suspicious") for k, v in codes.items()}
-        alive = sorted(k for k, s in status.items() if s in ("survived", "no tests", "suspicious", "not checked"))
+        alive = sorted(k for k, s in status.items() if s in ("survived", "no tests", "suspicious"))
         results[path] = {"counts": dict(Counter(status.values())),
                          "survivors": survivors_diffs(work, alive, path) if alive else {}}
     return results
 
 
 def score(c: dict) -> str:
-    n = sum(c.values())
+    n = sum(c.values()) - c.get("not checked", 0)  # a run stopped by --max-minutes leaves mutants not checked
     return f"{100 * (c.get('killed', 0) + c.get('timeout', 0)) / n:.1f}%" if n else "-"
 
 
@@ -144,6 +157,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--label", default="run", help="heading of the table, e.g. before / after")
     p.add_argument("--rev", default="", help="measure this git revision's src/ and tests/ instead of the tree")
     p.add_argument("--max-children", type=int, default=1, help="parallel mutant workers (default 1)")
+    p.add_argument("--max-minutes", type=float, default=0,
+                   help="stop each mutmut run after this long and report the mutants checked so far (default: none)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
@@ -166,7 +181,8 @@ def main(argv: list[str] | None = None) -> None:
             groups.setdefault(tuple(args.tests or tests_for(m)), []).append(m)
         results = {}
         for tests, mods in groups.items():
-            results.update(run_group(work, mods, [t for t in tests if (work / t).exists()], args.max_children))
+            results.update(run_group(work, mods, [t for t in tests if (work / t).exists()], args.max_children,
+                                     args.max_minutes))
     rev = f"git revision {args.rev}" if args.rev else "working tree at " + subprocess.run(
         ["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
     section = report(results, args.label, command, time.time() - t0, rev)
