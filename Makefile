@@ -23,6 +23,7 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 
 $(TEST_STAMP): $(STAMP)
 	$(PIP) install -q -c constraints.txt -e '.[test]'
+	$(PIP) install -q --no-deps k-diffusion==0.1.1.post1  # sampler parity reference; tests load its sampling.py only
 	touch $@
 
 $(MUTATION_STAMP): $(TEST_STAMP)

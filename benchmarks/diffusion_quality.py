@@ -127,7 +127,8 @@ def part_mnist(args, out: Path) -> dict:
     cfg, model = R.read_config(run_dir), R.load(run_dir)
     fwd = forward_seconds(model, args.mnist_n)
     log(f"mnist: one UNet forward at batch {args.mnist_n}: {fwd:.2f} s")
-    samplers = tuple(s for s in METHODS["edm"].samplers if s not in nfe_sweep.SKIP)
+    samplers = tuple(s for s in METHODS["edm"].samplers                # dpm-adaptive picks its own NFE: no budget
+                     if s not in nfe_sweep.SKIP and SAMPLERS[s].nfe is not None)
     short = [b for b in args.mnist_budgets if b < nfe_sweep.LONG_FROM]
     long_ = [b for b in args.mnist_budgets if b >= nfe_sweep.LONG_FROM]
     sweep_dir = out / "mnist-sweep"

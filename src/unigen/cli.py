@@ -4,7 +4,7 @@
     unigen presets
     unigen train PRESET [--section.key=value ...] [--out DIR] [--resume | --overwrite] [--dry-run]
     unigen sample RUN_DIR [--sampler NAME] [--steps N] [--n N] [--seed S] [--guidance W] [--prompt TEXT]
-    unigen eval RUN_DIR [--json] [--nfe-sweep]
+    unigen eval RUN_DIR [--json] [--nfe-sweep [--samplers A,B] [--budgets 5,10] [--n N] [--seeds 0,1]]
     unigen demo [--out DIR]
 
 A user error (or a file-system refusal: permissions, disk full) prints one line `error: ...` on stderr and exits
@@ -61,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print one JSON object of metrics on stdout")
     e.add_argument("--nfe-sweep", action="store_true",
                    help="image diffusion: quality against number of function evaluations for every sampler")
+    e.add_argument("--samplers", default="", help="--nfe-sweep: comma-separated samplers (default: the method's)")
+    e.add_argument("--budgets", default="", help="--nfe-sweep: comma-separated NFE budgets (default 5,10,...,1000)")
+    e.add_argument("--n", type=int, default=0, help="--nfe-sweep: samples per score (0 = the dataset's default)")
+    e.add_argument("--seeds", default="", help="--nfe-sweep: comma-separated noise seeds, scores averaged")
 
     d = sub.add_parser("demo", help="the `make demo` job: train small image and text models, sample, plot")
     d.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
@@ -118,7 +122,10 @@ def _sample(args, extra) -> None:
 
 
 def _eval(args, extra) -> None:
-    metrics = evaluate(args.run_dir, **({"nfe_sweep": True} if args.nfe_sweep else {}))
+    lists = (("samplers", args.samplers), ("budgets", args.budgets), ("seeds", args.seeds))
+    kw = {k: v.split(",") for k, v in lists if v}
+    kw.update({"n": args.n} if args.n else {})
+    metrics = evaluate(args.run_dir, **({"nfe_sweep": True} if args.nfe_sweep else {}), **kw)
     if args.json:
         print(json.dumps(metrics))
     else:

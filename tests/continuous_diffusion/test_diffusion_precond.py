@@ -47,7 +47,7 @@ def _native_optimum(parameterization, alpha_fn, sigma_n_fn):
         x0 = _vp_posterior_mean(x_n, alpha, sigma_n)
         eps = (x_n - alpha * x0) / sigma_n
         return {"x0": x0, "eps": eps, "v": alpha * eps - sigma_n * x0, "flow": eps - x0,
-                "score": -(x_n - alpha * x0) / sigma_n ** 2}[parameterization]
+                "score": -(x_n - alpha * x0) / sigma_n ** 2, "sigma-score": -eps}[parameterization]
     return net
 
 
@@ -59,7 +59,7 @@ def _vp_alpha_sigma(schedule):
     return (lambda c: a(c).sqrt()), (lambda c: (1 - a(c)).sqrt())
 
 
-@pytest.mark.parametrize("parameterization", ["x0", "eps", "v", "score"])
+@pytest.mark.parametrize("parameterization", ["x0", "eps", "v", "score", "sigma-score"])
 @pytest.mark.parametrize("schedule", [ddpm_linear(), ddpm_cosine(), ContinuousVP()], ids=["linear", "cosine", "vp"])
 def test_vp_adapters_recover_the_exact_denoiser(parameterization, schedule):
     alpha_fn, sigma_n_fn = _vp_alpha_sigma(schedule)
@@ -72,7 +72,7 @@ def test_vp_adapters_recover_the_exact_denoiser(parameterization, schedule):
     torch.testing.assert_close(D(x, sigma), DATA.denoiser(x, sigma), rtol=1e-9, atol=1e-9)
 
 
-@pytest.mark.parametrize("parameterization", ["x0", "eps", "v", "score"])
+@pytest.mark.parametrize("parameterization", ["x0", "eps", "v", "score", "sigma-score"])
 @pytest.mark.parametrize("schedule", [VE(), EDM()], ids=["ve", "edm"])
 def test_scale_free_adapters_recover_the_exact_denoiser(parameterization, schedule):
     """VE and EDM: s = 1, sigma_n = sigma; c_noise = ln(sigma/2) and ln(sigma)/4 respectively."""
@@ -138,3 +138,18 @@ def test_bad_parameterizations_raise_user_error():
     with pytest.raises(UserError):
         make_denoiser(lambda x, c: x, "flow", EDM())
     assert math.isfinite(make_denoiser(lambda x, c: x, "x0", EDM())(torch.ones(1, 1), torch.ones(1)).item())
+
+
+def test_a_ve_network_ported_from_edm_needs_no_sign_flip():
+    """EDM's VEPrecond (Karras et al. 2022, Table 1, VE column): D = x + sigma F(x, ln(sigma / 2)), c_out = +sigma.
+    Any network written for it is a "sigma-score" network here: make_denoiser gives EDM's D exactly, and with the
+    optimal F (= -eps) the exact denoiser; the "eps" form would need -F."""
+    g = torch.Generator().manual_seed(2)
+    W = torch.randn(4, 3, generator=g, dtype=F64)
+    F = lambda x, c_noise: torch.tanh(torch.cat([x, c_noise[:, None]], 1) @ W)     # noqa: E731 any network
+    sigma = torch.tensor([0.02, 0.5, 3.0, 80.0], dtype=F64)
+    x = torch.randn(4, 3, generator=g, dtype=F64) * (1 + sigma[:, None])
+    edm_ve = x + sigma[:, None] * F(x, torch.log(0.5 * sigma))          # EDM's VEPrecond, written out
+    torch.testing.assert_close(make_denoiser(F, "sigma-score", VE())(x, sigma), edm_ve, rtol=1e-12, atol=1e-12)
+    neg = lambda x, c: -F(x, c)                                       # noqa: E731
+    torch.testing.assert_close(make_denoiser(neg, "eps", VE())(x, sigma), edm_ve, rtol=1e-12, atol=1e-12)

@@ -135,7 +135,7 @@ def test_default_grids_and_registry():
 
 
 @pytest.mark.parametrize("call", [lambda: karras_sigmas(0), lambda: karras_sigmas(3, 1.0, 0.5),
-                                  lambda: flow_sigmas(4, t_max=1.0), lambda: ddpm_timesteps(10, 11),
+                                  lambda: flow_sigmas(4, t_max=1.5), lambda: ddpm_timesteps(10, 11),
                                   lambda: ddpm_timesteps(10, 3, "sideways"), lambda: flow_sigmas(3, shift=0)])
 def test_bad_grid_arguments_raise_user_error(call):
     with pytest.raises(UserError):

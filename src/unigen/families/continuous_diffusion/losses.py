@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from unigen.families.continuous_diffusion.precond import append_dims
-from unigen.families.continuous_diffusion.schedules import VE, ContinuousVP, DiscreteVP
+from unigen.families.continuous_diffusion.schedules import VE, ContinuousVP, DiscreteVP, SubVP
 from unigen.errors import UserError
 
 
@@ -127,21 +127,25 @@ def flow_matching_loss(net: Callable[..., Tensor], x0: Tensor, *, t_dist: str = 
     return _per_example((v - (eps - x0)) ** 2)
 
 
-def dsm_loss(net: Callable[..., Tensor], x0: Tensor, schedule: ContinuousVP | VE, *, eps_t: float = 1e-5,
+def dsm_loss(net: Callable[..., Tensor], x0: Tensor, schedule: ContinuousVP | SubVP | VE, *, eps_t: float = 1e-5,
              y: Tensor | None = None, p_uncond: float = 0.0, num_classes: int | None = None,
-             generator: torch.Generator | None = None) -> Tensor:
+             generator: torch.Generator | None = None, parameterization: str = "score") -> Tensor:
     """Song et al. 2021, Eq. 7 with lambda(t) = sigma_n(t)^2: ||sigma_n s_theta(x_n, t) + eps||^2, t ~ U(eps_t, 1).
 
     In native variables x_n = s(t) (x0 + sigma(t) eps), whose conditional score is -eps / sigma_n, sigma_n = s sigma.
-    The score network is called as net(x_n, schedule.c_noise(sigma)).
+    The network is called as net(x_n, schedule.c_noise(sigma)) and outputs the score s_theta ("score") or
+    sigma_n s_theta ("sigma-score", EDM's VE c_out = +sigma; the same loss, ||F + eps||^2).
     """
-    if not isinstance(schedule, (ContinuousVP, VE)):
-        raise UserError(f"dsm_loss needs the continuous VP or VE schedule, got {type(schedule).__name__}")
+    if parameterization not in ("score", "sigma-score"):
+        raise UserError(f"dsm_loss trains a score or sigma-score network, got {parameterization!r}")
+    if not isinstance(schedule, (ContinuousVP, SubVP, VE)):
+        raise UserError(f"dsm_loss needs the continuous VP, sub-VP or VE schedule, got {type(schedule).__name__}")
     B = x0.shape[0]
     t = eps_t + (1 - eps_t) * _rand((B,), x0, generator)             # (B,)
     sigma = schedule.sigma(t)                                         # (B,)
     sig = append_dims(sigma, x0)
     s = schedule.scale(sig)                                           # (B, 1, ..., 1)
     eps = _randn(x0.shape, x0, generator)
-    score = net(s * (x0 + sig * eps), schedule.c_noise(sigma), **_cond(y, p_uncond, num_classes, generator))
-    return _per_example((s * sig * score + eps) ** 2)
+    F = net(s * (x0 + sig * eps), schedule.c_noise(sigma), **_cond(y, p_uncond, num_classes, generator))
+    sigma_score = F if parameterization == "sigma-score" else s * sig * F
+    return _per_example((sigma_score + eps) ** 2)

@@ -2,10 +2,11 @@
 wrapped as a denoiser, and `generate` (noise -> samples with any registered sampler).
 
     method  loss (losses.py)          schedule (default first)      network predicts     default sampler
-    ddpm    ddpm_loss, Ho et al. 2020  ddpm-linear | ddpm-cosine     eps | x0 | v         ddpm ancestral
+    ddpm    ddpm_loss, Ho et al. 2020  ddpm-linear | -cosine | -scaled-linear  eps | x0 | v  ddpm ancestral
     edm     edm_loss, Karras 2022      edm                           edm (c_skip/c_out)   heun
     fm      flow_matching_loss         flow                          flow (eps - x0)      flow-euler
-    vp/ve   dsm_loss, Song et al. 2021 vp / ve                       score                euler-maruyama / pc
+    vp/ve   dsm_loss, Song et al. 2021 vp / ve                       score | sigma-score  reverse-diffusion / pc
+    subvp   dsm_loss, Song et al. 2021 subvp (Eq. 12)                score | sigma-score  reverse-diffusion
 Every method also takes every ODE and SDE sampler of `samplers.SAMPLERS`; ddpm adds ancestral sampling, fm the
 flow-time solvers.
 
@@ -16,6 +17,7 @@ noise-level embedding of the backbones (frequencies 1 .. 1e-4) sees a range of a
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 
 import torch
@@ -25,8 +27,8 @@ from unigen.errors import UserError
 from unigen.families.continuous_diffusion import grids
 from unigen.families.continuous_diffusion.guidance import guided
 from unigen.families.continuous_diffusion.precond import make_denoiser
-from unigen.families.continuous_diffusion.samplers import SAMPLERS
-from unigen.families.continuous_diffusion.schedules import get_schedule
+from unigen.families.continuous_diffusion.samplers import SAMPLERS, canonical
+from unigen.families.continuous_diffusion.schedules import DiscreteVP, Flow, get_schedule
 from unigen.models.dit import DiT, dit_config
 from unigen.models.mlp import MLPConfig, ResidualMLP
 from unigen.models.unet import UNet, unet_config
@@ -35,10 +37,11 @@ from unigen.task import unwrap as _unwrap
 
 @dataclass
 class DiffusionModelConfig:
-    method: str = "edm"             # ddpm | edm | fm | vp | ve: the training loss (see METHODS)
-    schedule: str = ""              # "" = the method's: ddpm-linear | ddpm-cosine | edm | flow | vp | ve
-    parameterization: str = ""      # "" = the method's: eps | x0 | v (ddpm), edm, flow, score (vp, ve)
-    grid: str = ""                  # sampling grid: "" = the schedule's paper grid | karras | logsnr
+    method: str = "edm"             # ddpm | edm | fm | vp | ve | subvp: the training loss (see METHODS)
+    schedule: str = ""              # "" = the method's: ddpm-linear | ddpm-cosine | ddpm-scaled-linear | edm | flow | vp |
+                                    # subvp | ve
+    parameterization: str = ""      # "" = the method's: eps | x0 | v (ddpm), edm, flow, score | sigma-score (vp, ve)
+    grid: str = ""                  # sampling grid: "" = the schedule's paper grid | karras | logsnr | diffusers
     backbone: str = "mlp"           # mlp (vectors, toy2d) | dit | unet (images)
     size: str = "small"             # backbone size preset (mlp: tiny | small; dit: DIT_SIZES; unet: UNET_SIZES)
     width: int = 0                  # overrides the size's width (mlp width, dit dim, unet base_width); 0 = keep
@@ -72,13 +75,15 @@ class Method:
 
 
 METHODS = {
-    "ddpm": Method(("ddpm-linear", "ddpm-cosine"), ("eps", "x0", "v"), "ddpm", "ddpm"),
+    "ddpm": Method(("ddpm-linear", "ddpm-cosine", "ddpm-scaled-linear"), ("eps", "x0", "v"), "ddpm", "ddpm"),
     "edm": Method(("edm",), ("edm",), "heun"),
     "fm": Method(("flow",), ("flow",), "flow-euler", "flow"),
-    "vp": Method(("vp",), ("score",), "euler-maruyama"),
-    "ve": Method(("ve",), ("score",), "pc"),
+    "vp": Method(("vp",), ("score", "sigma-score"), "reverse-diffusion"),
+    "ve": Method(("ve",), ("score", "sigma-score"), "pc"),
+    "subvp": Method(("subvp",), ("score", "sigma-score"), "reverse-diffusion"),
 }
-C_NOISE_SCALE = {"ddpm-linear": 1.0, "ddpm-cosine": 1.0, "vp": 1.0, "ve": 100.0, "edm": 250.0, "flow": 1000.0}
+C_NOISE_SCALE = {"ddpm-linear": 1.0, "ddpm-cosine": 1.0, "ddpm-scaled-linear": 1.0, "vp": 1.0, "subvp": 1.0, "ve": 100.0,
+                 "edm": 250.0, "flow": 1000.0}
 MLP_SIZES = {"tiny": dict(width=64, depth=2), "small": dict(width=256, depth=4)}
 
 
@@ -156,14 +161,17 @@ def build_backbone(m: DiffusionModelConfig, shape: tuple[int, ...], num_classes:
 def check_sampler(net: DiffusionNet, sampler: str) -> str:
     """`sampler` ("" = the method's default) if it makes sense for the model's method, else a UserError."""
     allowed = METHODS[net.config.method].samplers
-    sampler = sampler or allowed[0]
+    sampler = canonical(sampler or allowed[0])
     if sampler not in allowed:
         raise UserError(f"sampler {sampler!r} does not fit method {net.config.method}; use one of: {', '.join(allowed)}")
     return sampler
 
 
 def sigmas_for(net: DiffusionNet, steps: int) -> Tensor:
-    """The decreasing noise-level grid (steps + 1,) ending at 0 that the model samples on (`model.grid`)."""
+    """The decreasing noise-level grid (steps + 1,) that the model samples on (`model.grid`): the schedule's paper
+    grid, karras, logsnr, or "diffusers": Stable Diffusion's DDIM grid for DDPM schedules (leading spacing,
+    steps_offset 1, ending at the first level: set_alpha_to_one=False) and FlowMatchEulerDiscreteScheduler's grid for
+    flow (from t = 1, pure noise, to 1/1000, then 0)."""
     grid, s = net.config.grid, net.schedule
     if grid == "":
         return grids.default_sigmas(s, steps)
@@ -171,7 +179,12 @@ def sigmas_for(net: DiffusionNet, steps: int) -> Tensor:
         return grids.karras_sigmas(steps, s.sigma_min, s.sigma_max)
     if grid == "logsnr":
         return grids.logsnr_sigmas(steps, s.sigma_min, s.sigma_max)
-    raise UserError(f"model.grid={grid!r} is not one of: '' (the schedule's), karras, logsnr")
+    if grid == "diffusers" and isinstance(s, DiscreteVP):
+        return grids.ddpm_sigmas(s, steps, "leading", steps_offset=1, set_alpha_to_one=False)
+    if grid == "diffusers" and isinstance(s, Flow):
+        return grids.flow_sigmas(steps, t_max=1.0, t_min=1 / 1000)
+    raise UserError(f"model.grid={grid!r} is not one of: '' (the schedule's), karras, logsnr, diffusers (DDPM and "
+                    f"flow schedules only)")
 
 
 def denoiser(model: nn.Module):
@@ -214,6 +227,7 @@ def generate(model: nn.Module, n: int, *, sampler: str, steps: int, generator: t
         if net.num_classes:
             y_b = y[i:i + b].to(device) if y is not None else torch.full((b,), net.num_classes, device=device)
             D_b = guided(D_counted, y_b, net.num_classes, guidance)
-        out.append(SAMPLERS[sampler](D_b, float(sigmas[0]) * z, sigmas, generator=generator).cpu())
+        x = z if math.isinf(sigmas[0]) else float(sigmas[0]) * z     # a flow grid from t = 1 starts at x_t = z
+        out.append(SAMPLERS[sampler](D_b, x, sigmas, generator=generator).cpu())
         chunks += 1
     return torch.cat(out), calls[0] // max(chunks, 1)                # (n, ...)

@@ -14,7 +14,9 @@ Notation
 
 Parameterizations (F -> D_x):
     "x0"     D_x = F
-    "eps"    D_x = x - sigma F                                   (Ho et al. 2020; EDM Table 1 VP/VE: c_out = -sigma)
+    "eps"    D_x = x - sigma F                                   (Ho et al. 2020; EDM Table 1 VP: c_out = -sigma)
+    "sigma-score"  D_x = x + sigma F, F = sigma_n grad log p = -eps   (EDM Table 1 VE: c_skip = 1, c_out = +sigma,
+             c_in = 1; what EDM's VEPrecond and score_sde's NCSN++ before its 1/sigma scaling output)
     "v"      D_x = (x - sigma F / s) / (1 + sigma^2)             (Salimans & Ho 2022, v = alpha eps - sigma_n x0)
     "score"  D_x = x + s sigma^2 F                               (Song et al. 2021, F = grad log p(x_native))
     "flow"   D_x = (x - sigma F) / (1 + sigma) = x_t - t F       (Lipman/Liu et al. 2023, F = eps - x0; Flow only)
@@ -63,6 +65,12 @@ def D_from_eps(x: Tensor, sigma: Tensor, F: Tensor, s: Tensor) -> Tensor:
     return x - sigma * F
 
 
+def D_from_sigma_score(x: Tensor, sigma: Tensor, F: Tensor, s: Tensor) -> Tensor:
+    """EDM Table 1 (VE column): x0_hat = x + sigma F, F = sigma_n grad log p(x_native) = -eps (c_out = +sigma), so a
+    VE network ported from EDM (VEPrecond) or score_sde (NCSN++ without scale_by_sigma) works unchanged."""
+    return x + sigma * F
+
+
 def D_from_v(x: Tensor, sigma: Tensor, F: Tensor, s: Tensor) -> Tensor:
     """Salimans & Ho 2022, App. D: x0_hat = (alpha x_native - sigma_n v) / (alpha^2 + sigma_n^2), with alpha = s,
     sigma_n = s sigma."""
@@ -85,6 +93,7 @@ PARAMETERIZATIONS = {
     "eps": D_from_eps,
     "v": D_from_v,
     "score": D_from_score,
+    "sigma-score": D_from_sigma_score,
     "flow": D_from_flow,
     "edm": None,            # EDM's c_skip / c_out / c_in preconditioning, handled in make_denoiser
 }

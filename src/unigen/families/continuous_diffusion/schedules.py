@@ -8,7 +8,8 @@ Notation
     sigma(t)    noise level of the scale-free variable x = x_native / s(t)          (EDM Eq. 7)
     s(t)        scale between EDM's scale-free x and the network's native input
     t(sigma)    inverse of sigma(t)
-    scale(sigma) = s(t(sigma)): for VP 1 / sqrt(1 + sigma^2), for flow 1 / (1 + sigma), else 1
+    scale(sigma) = s(t(sigma)): for VP 1 / sqrt(1 + sigma^2), for sub-VP 1 / (sigma/2 + sqrt(1 + sigma^2/4)),
+                for flow 1 / (1 + sigma), else 1
     alpha_bar   DDPM's cumulative product of (1 - beta); for VP alpha_bar = s^2 = 1 / (1 + sigma^2)
     c_noise     the time input the network receives, a function of sigma (documented per schedule below)
     T           number of discrete DDPM levels (1000)
@@ -16,6 +17,7 @@ Notation
 c_noise per schedule (what `net(x_in, c_noise)` sees):
     DiscreteVP    the timestep index n (fractional between levels, log-sigma interpolation as in k-diffusion)
     ContinuousVP  (M - 1) t = 999 t                              (EDM Table 1, "VP" column)
+    SubVP         999 t                                          (score_sde's sub-VP models, as VP)
     VE            ln(sigma / 2)                                  (EDM Table 1, "VE" column)
     EDM           ln(sigma) / 4                                  (EDM Table 1, "EDM" column)
     Flow          t = sigma / (1 + sigma) in [0, 1]
@@ -41,6 +43,11 @@ def _as_tensor(t) -> Tensor:
 def linear_betas(T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> Tensor:
     """Ho et al. 2020, Sec. 4: beta_t linear from 1e-4 to 0.02 over T = 1000 steps. Returns (T,) float64."""
     return torch.linspace(beta_start, beta_end, T, dtype=torch.float64)
+
+
+def scaled_linear_betas(T: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012) -> Tensor:
+    """Rombach et al. 2022 (Stable Diffusion's "linear", diffusers' "scaled_linear"): sqrt(beta) linear. (T,) float64."""
+    return torch.linspace(beta_start ** 0.5, beta_end ** 0.5, T, dtype=torch.float64) ** 2
 
 
 def cosine_betas(T: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> Tensor:
@@ -76,6 +83,28 @@ def vp_sigma_inv(sigma: Tensor, beta_min: float = 0.1, beta_max: float = 20.0) -
     """EDM Table 1 (VP), inverse: t = (sqrt(beta_min^2 + 2 beta_d ln(1 + sigma^2)) - beta_min) / beta_d."""
     beta_d = beta_max - beta_min
     return ((beta_min ** 2 + 2 * beta_d * torch.log1p(sigma ** 2)).sqrt() - beta_min) / beta_d
+
+
+def vp_integral(t: Tensor, beta_min: float = 0.1, beta_max: float = 20.0) -> Tensor:
+    """Song et al. 2021, Eq. 11 / App. B: B(t) = int_0^t beta(u) du = beta_min t + beta_d t^2 / 2."""
+    return beta_min * t + 0.5 * (beta_max - beta_min) * t ** 2
+
+
+def subvp_sigma(t: Tensor, beta_min: float = 0.1, beta_max: float = 20.0) -> Tensor:
+    """Song et al. 2021, Eq. 12 (sub-VP SDE): alpha = e^{-B/2}, sigma_n = 1 - e^{-B}, so in EDM variables
+    sigma = sigma_n / alpha = e^{B/2} - e^{-B/2} = 2 sinh(B(t) / 2)."""
+    return 2 * torch.sinh(0.5 * vp_integral(t, beta_min, beta_max))
+
+
+def subvp_sigma_inv(sigma: Tensor, beta_min: float = 0.1, beta_max: float = 20.0) -> Tensor:
+    """Sub-VP, inverse: B = 2 asinh(sigma / 2), t = (sqrt(beta_min^2 + 2 beta_d B) - beta_min) / beta_d."""
+    beta_d = beta_max - beta_min
+    return ((beta_min ** 2 + 4 * beta_d * torch.asinh(0.5 * sigma)).sqrt() - beta_min) / beta_d
+
+
+def subvp_scale(sigma: Tensor) -> Tensor:
+    """Sub-VP: s = alpha solves sigma = 1/alpha - alpha, alpha = 1 / (sigma/2 + sqrt(1 + sigma^2/4))."""
+    return 1 / (0.5 * sigma + (1 + 0.25 * sigma ** 2).sqrt())
 
 
 def ve_sigma(t: Tensor, sigma_min: float = 0.02, sigma_max: float = 100.0) -> Tensor:
@@ -188,6 +217,50 @@ class ContinuousVP:
 
 
 @dataclass(frozen=True)
+class SubVP:
+    """Song et al. 2021, Eq. 12 (sub-VP SDE): dx = -beta/2 x dt + sqrt(beta (1 - e^{-2 B(t)})) dw, with the VP
+    schedule's beta(t). Marginal x_native = alpha x0 + (1 - alpha^2) eps with alpha = e^{-B/2}: the same mean as VP and
+    a smaller variance. In EDM variables sigma = 2 sinh(B/2) and s = alpha; the network sees c_noise = 999 t as
+    score_sde's sub-VP models do."""
+
+    beta_min: float = 0.1
+    beta_max: float = 20.0
+    eps_t: float = 1e-3
+
+    @property
+    def sigma_min(self) -> float:
+        return subvp_sigma(torch.tensor(self.eps_t, dtype=torch.float64), self.beta_min, self.beta_max).item()
+
+    @property
+    def sigma_max(self) -> float:
+        return subvp_sigma(torch.tensor(1.0, dtype=torch.float64), self.beta_min, self.beta_max).item()
+
+    def beta(self, t: Tensor) -> Tensor:
+        return self.beta_min + _as_tensor(t) * (self.beta_max - self.beta_min)
+
+    def diffusion_sq(self, t: Tensor) -> Tensor:
+        """g(t)^2 = beta(t) (1 - e^{-2 B(t)}) (Song et al. 2021, Eq. 12)."""
+        t = _as_tensor(t)
+        return self.beta(t) * -torch.expm1(-2 * vp_integral(t, self.beta_min, self.beta_max))
+
+    def sigma(self, t: Tensor) -> Tensor:
+        return subvp_sigma(_as_tensor(t), self.beta_min, self.beta_max)
+
+    def t(self, sigma: Tensor) -> Tensor:
+        return subvp_sigma_inv(_as_tensor(sigma), self.beta_min, self.beta_max)
+
+    def s(self, t: Tensor) -> Tensor:
+        return subvp_scale(self.sigma(t))
+
+    def scale(self, sigma: Tensor) -> Tensor:
+        return subvp_scale(sigma)
+
+    def c_noise(self, sigma: Tensor) -> Tensor:
+        """999 t, as for VP (score_sde's sub-VP models take the same time labels)."""
+        return 999 * self.t(sigma)
+
+
+@dataclass(frozen=True)
 class VE:
     """Song et al. 2021, Eq. 9 / Sec. 3.4 (VE SDE): s = 1, sigma geometric in t between sigma_min and sigma_max."""
 
@@ -271,12 +344,17 @@ class Flow:
         return flow_t(sigma)
 
 
-Schedule = DiscreteVP | ContinuousVP | VE | EDM | Flow
+Schedule = DiscreteVP | ContinuousVP | SubVP | VE | EDM | Flow
 
 
 def ddpm_linear(T: int = 1000) -> DiscreteVP:
     """Ho et al. 2020, Sec. 4: linear betas 1e-4..0.02 over T = 1000."""
     return DiscreteVP(alpha_bar_from_betas(linear_betas(T)))
+
+
+def ddpm_scaled_linear(T: int = 1000) -> DiscreteVP:
+    """Rombach et al. 2022 (latent diffusion / Stable Diffusion): scaled-linear betas 0.00085..0.012 over T = 1000."""
+    return DiscreteVP(alpha_bar_from_betas(scaled_linear_betas(T)))
 
 
 def ddpm_cosine(T: int = 1000) -> DiscreteVP:
@@ -294,7 +372,9 @@ def get_schedule(name: str) -> Schedule:
 SCHEDULES = {
     "ddpm-linear": ddpm_linear,
     "ddpm-cosine": ddpm_cosine,
+    "ddpm-scaled-linear": ddpm_scaled_linear,
     "vp": ContinuousVP,
+    "subvp": SubVP,
     "ve": VE,
     "edm": EDM,
     "flow": Flow,

@@ -20,7 +20,7 @@ from unigen.families.continuous_diffusion import evaluate, losses
 from unigen.families.continuous_diffusion.network import (DiffusionModelConfig, DiffusionNet, build_backbone,
                                                           check_sampler, generate, resolved, unwrap)
 from unigen.families.continuous_diffusion.precond import make_denoiser
-from unigen.families.continuous_diffusion.samplers import SAMPLERS
+from unigen.families.continuous_diffusion.samplers import ALIASES, SAMPLERS
 from unigen.io import atomic_path
 from unigen.plot import save_image_grid, save_scatter
 from unigen.task import Task
@@ -45,10 +45,10 @@ def _fm(model, x0, net: DiffusionNet, cond: dict) -> Tensor:
 
 
 def _dsm(model, x0, net: DiffusionNet, cond: dict) -> Tensor:
-    return losses.dsm_loss(model, x0, net.schedule, **cond)
+    return losses.dsm_loss(model, x0, net.schedule, parameterization=net.parameterization, **cond)
 
 
-LOSSES = {"ddpm": _ddpm, "edm": _edm, "fm": _fm, "vp": _dsm, "ve": _dsm}
+LOSSES = {"ddpm": _ddpm, "edm": _edm, "fm": _fm, "vp": _dsm, "ve": _dsm, "subvp": _dsm}
 
 
 def save_samples(x: Tensor, y: Tensor | None, out_dir: Path, title: str = "") -> dict[str, str]:
@@ -70,7 +70,7 @@ def save_samples(x: Tensor, y: Tensor | None, out_dir: Path, title: str = "") ->
 
 class DiffusionTask(Task):
     model_config = DiffusionModelConfig
-    samplers = ("heun", *(s for s in SAMPLERS if s != "heun"))   # heun fits every method: the default
+    samplers = ("heun", *(s for s in SAMPLERS if s != "heun"), *ALIASES)   # heun fits every method: the default
 
     def build(self, cfg: Config, data_info: dict) -> nn.Module:
         m: DiffusionModelConfig = cfg.model
@@ -116,10 +116,14 @@ class DiffusionTask(Task):
 
     def evaluate(self, model: nn.Module, cfg: Config, *, run_dir: Path, quick: bool = False,
                  nfe_sweep: bool = False, **kw) -> dict[str, float]:
-        if kw:
-            raise UserError(f"diffusion eval has no option(s) {', '.join(kw)}")
+        """Sample quality with the run's sampler, or with nfe_sweep=True the NFE sweep, which takes `samplers`,
+        `budgets`, `n` and `seeds` (tuples, or the CLI's strings; see evaluate.sweep_options)."""
+        sweep_kw = {k: kw.pop(k) for k in ("samplers", "budgets", "n", "seeds") if k in kw}
+        if kw or (sweep_kw and not nfe_sweep):
+            raise UserError(f"diffusion eval has no option(s) {', '.join([*kw, *sweep_kw])}"
+                            + (" without --nfe-sweep" if sweep_kw and not kw else ""))
         if nfe_sweep:
-            return evaluate.run_sweep(model, cfg, Path(run_dir) / "nfe_sweep", quick=quick)
+            return evaluate.run_sweep(model, cfg, Path(run_dir) / "nfe_sweep", quick=quick, **sweep_kw)
         net = unwrap(model)
         sampler = check_sampler(net, cfg.sample.sampler)
         steps = cfg.sample.steps or SAMPLERS[sampler].default_steps
