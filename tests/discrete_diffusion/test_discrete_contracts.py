@@ -118,6 +118,13 @@ def test_sft_input_checks():
         M.sft_loss(fn, x0, torch.tensor([[True, True, True], [True, False, False]]), MASK)
 
 
+def test_subs_checks_name_the_shapes():
+    with pytest.raises(UserError, match=r"^logits \(2, 3, 6\) do not match tokens \(2, 4\)$"):
+        M.subs_log_probs(torch.zeros(2, 3, V + 1), torch.zeros(2, 4, dtype=torch.long), MASK)
+    with pytest.raises(UserError, match=r"^mask_id 6 is outside the model's 6 outputs$"):
+        M.subs_log_probs(torch.zeros(2, 3, V + 1), torch.zeros(2, 3, dtype=torch.long), 6)
+
+
 def test_forward_process_uses_only_the_generator():
     x0 = torch.zeros(3, 50, dtype=torch.long)
     a = M.q_xt(x0, torch.tensor(0.5), MASK, generator=torch.Generator().manual_seed(2))
@@ -165,6 +172,8 @@ def test_summarize_against_hand_computation():
     assert math.isclose(out["se"], sd / math.sqrt(3))
     assert math.isclose(out["mc_se"], math.sqrt(0.09 + 0.16 + 1.44) / 8)
     assert math.isclose(out["bits_per_byte"], 18 / math.log(2) / 12)
+    two = LK.summarize(nll[:2], n_tok[:2], mc_se=mc[:2])
+    assert math.isclose(two["se"], math.sqrt(0.5) / math.sqrt(2))  # per-token 1.5 and 2.5: sample sd sqrt(1/2)
     one = LK.summarize(nll[:1], n_tok[:1], mc_se=mc[:1])
     assert math.isnan(one["se"]) and "bits_per_byte" not in one
 
@@ -181,6 +190,7 @@ def test_ar_checks_and_eos_lengths():
     assert AR.eos_lengths(x, 2, eos_id=9).tolist() == [3, 4, 4]  # an EOS before `start` does not count
     assert AR.eos_lengths(x, 0, eos_id=9).tolist() == [1, 4, 1]
     assert AR.eos_lengths(x, 1, eos_id=None).tolist() == [4, 4, 4]
+    assert AR.eos_lengths(torch.tensor([[1, 9, 1], [1, 1, 9]]), 0, eos_id=9).tolist() == [2, 3]  # per row
 
 
 # ------------------------------------------------------------------------------------------------------- BD3

@@ -109,6 +109,8 @@ def test_bd3_clipped_training_draws_mask_rates_uniformly_in_beta_omega(antitheti
         assert torch.equal(cell.clamp(max=k - 1), torch.arange(k)), "not one draw per cell"
     else:
         assert ks < 1.63 / math.sqrt(k)  # Kolmogorov-Smirnov at the 1% level
+        cell = torch.floor(cdf * k).long().clamp(max=k - 1)
+        assert len(cell.unique()) < k  # plain uniform draws: some cells empty, unlike the stratified ones
 
 
 def test_bd3_loss_is_the_block_nelbo_with_weight_one_over_t():
