@@ -17,6 +17,7 @@ from unigen.families.discrete_diffusion import llada as LL
 from unigen.families.discrete_diffusion import masked as M
 from unigen.families.discrete_diffusion import noise as N
 from unigen.families.discrete_diffusion import samplers as S
+from unigen.families.discrete_diffusion import sedd as SE
 
 V, MASK = 5, 5
 
@@ -280,3 +281,23 @@ def test_options_lists_exactly_the_extra_keywords():
     assert set(S.options("llada")) == {"temperature", "guidance", "remasking", "threshold", "block_length"}
     assert all(p.kind is p.KEYWORD_ONLY for name in S.SAMPLERS for p in inspect.signature(S.SAMPLERS[name])
                .parameters.values() if p.name in S.options(name))
+
+
+def test_losses_forward_schedule_conditioning_and_token_checks():
+    """sft_loss and sedd_loss pass their schedule and conditioning on; every loss refuses the mask id in data."""
+    geo = lambda t: N.geometric(t, sigma_min=1e-3, sigma_max=5.0)  # noqa: E731
+    fn, seen = recorder(4)
+    t = torch.tensor([0.3, 0.8])
+    M.sft_loss(fn, torch.zeros(2, 4, dtype=torch.long), torch.zeros(2, 4, dtype=torch.bool), MASK, noise=geo,
+               cond="sigma", t=t)
+    torch.testing.assert_close(seen[0][1], geo(t)[0])
+    with pytest.raises(UserError, match="clean tokens contain the mask id"):
+        M.sft_loss(fn, torch.tensor([[0, MASK]]), torch.zeros(1, 2, dtype=torch.bool), MASK)
+    got = []
+    SE.sedd_loss(lambda x, s: got.append(s) or torch.zeros(*x.shape, V + 1), torch.zeros(2, 3, dtype=torch.long),
+                 mask_id=MASK, noise=geo, t=t)
+    torch.testing.assert_close(got[0], geo(t)[0])
+    SE.sedd_token_loss(lambda x, s: torch.zeros(*x.shape, V + 1), torch.zeros(2, 3, dtype=torch.long), t, mask_id=MASK)
+    with pytest.raises(UserError, match="clean tokens contain the mask id"):
+        SE.sedd_token_loss(lambda x, s: x, torch.tensor([[0, MASK]]), t[:1], mask_id=MASK)
+    M.subs_log_probs(torch.zeros(1, 2, 3), torch.zeros(1, 2, dtype=torch.long), 0)  # mask id 0 is a valid output
