@@ -5,9 +5,12 @@ manifest entry `../x.safetensors` with the right size and hash gets past every c
 """
 import hashlib
 import json
+import re
+from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 
 from unigen.errors import UserError
 from unigen.train import checkpoint as ckpt
@@ -227,3 +230,32 @@ def test_set_aside_never_overwrites_an_earlier_damaged_copy(tmp_path):
         ckpt.set_aside(tmp_path / "checkpoints" / "step_0000005")
     names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert names == ["damaged-step_0000005", "damaged1-step_0000005", "damaged2-step_0000005"]
+
+
+def test_messages_name_the_file_and_metadata_is_kept(tmp_path, saved):
+    d, _ = saved
+    (d / "state.json").write_text("{not json")
+    with pytest.raises(UserError, match=rf"^checkpoint {re.escape(str(d / 'state.json'))} is not valid JSON"):
+        ckpt.read_checkpoint(d)
+    p = tmp_path / "w.safetensors"
+    ckpt.atomic_save_safetensors({"weight": torch.zeros(3, 3)}, p, metadata={"arch": "mlp"})
+    with safe_open(str(p), "pt") as f:
+        assert f.metadata() == {"arch": "mlp"}
+    with pytest.raises(UserError, match=rf"^{re.escape(str(p))} does not match this model"):
+        ckpt.load_weights_into(torch.nn.Linear(3, 2), p)
+    ckpt.atomic_save_safetensors({"weight": torch.zeros(2, 3), "bias": torch.zeros(2)}, tmp_path / "model.safetensors")
+    ckpt.atomic_save_safetensors({"extra": torch.zeros(1)}, tmp_path / "ema.safetensors")
+    with pytest.raises(UserError, match=rf"^{re.escape(str(tmp_path / 'ema.safetensors'))} does not match this model"):
+        ckpt.load_run_weights(torch.nn.Linear(3, 2), tmp_path)
+
+
+def test_temp_and_trash_folders_live_beside_the_checkpoints(tmp_path, monkeypatch):
+    """A checkpoint is built and thrown away by renames inside checkpoints/ (atomic only on one filesystem)."""
+    made = []
+    real = ckpt.tempfile.mkdtemp
+    monkeypatch.setattr(ckpt.tempfile, "mkdtemp", lambda **kw: made.append(kw) or real(**kw))
+    ckpt.save_checkpoint(tmp_path / "new_run", 1, {"model": tensors(1)}, {}, keep_last=1)  # parents made
+    ckpt.save_checkpoint(tmp_path / "new_run", 2, {"model": tensors(2)}, {}, keep_last=1)
+    root = tmp_path / "new_run" / "checkpoints"
+    assert [(Path(kw["dir"]), kw["prefix"]) for kw in made] == [
+        (root, ".tmp-step_0000001-"), (root, ".tmp-step_0000002-"), (root, ".trash-step_0000001-")]
