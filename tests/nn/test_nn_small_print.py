@@ -102,6 +102,14 @@ def test_interleaved_rope_layout_is_applied_to_queries_and_keys():
     torch.testing.assert_close(att(x, rope=rope), want, atol=1e-5, rtol=1e-5)
 
 
+def test_a_plain_tuple_rope_means_the_half_layout():
+    torch.manual_seed(3)
+    att = A.Attention(8, 2).eval()
+    x = torch.randn(1, 4, 8)
+    rope = P.RotaryEmbedding(4)(torch.arange(4))  # a Rope in the "half" layout
+    torch.testing.assert_close(att(x, rope=(rope[0], rope[1])), att(x, rope=rope))
+
+
 def test_attention_dropout_acts_in_training_only_on_both_paths():
     torch.manual_seed(1)
     att = A.Attention(8, 2, dropout=0.5)
@@ -160,7 +168,8 @@ def test_rotary_defaults_and_checks():
     torch.testing.assert_close(P.RotaryEmbedding(8)(torch.arange(6)), P.RotaryEmbedding(8, base=10000.0)(torch.arange(6)))
     ax = P.AxialRotaryEmbedding2D(8)
     assert "inv_freq" not in ax.state_dict()  # derived from head_dim and base, never saved
-    torch.testing.assert_close(ax.inv_freq, 10000.0 ** (-torch.arange(2) / 2))  # RoFormer's base, per axis
+    torch.testing.assert_close(ax.inv_freq, 10000.0 ** (-torch.arange(2) / 2), rtol=1e-6, atol=0)  # RoFormer's base
+    assert "inv_freq" not in P.RotaryEmbedding(8).state_dict()
     P.AxialRotaryEmbedding2D(4)(1, 1)
     for d in (0, 6):
         with raises(f"2-D axial rotary head_dim must be a positive multiple of 4, got {d}"):
