@@ -136,6 +136,17 @@ def test_cached_sampling_equals_uncached_token_for_token(time_cond, prompt):
     assert not (a == MASK).any() and torch.equal(a[:, :prompt], x[:, :prompt])
 
 
+def test_cached_sampling_equals_uncached_with_one_token_blocks():
+    # block size 1 after a one-token prompt: the first block call carries exactly one pending clean token
+    model = tiny(seed=21)
+    x = torch.full((16, 6), MASK)
+    x[:, 0] = torch.arange(16) % V
+    kw = dict(steps=1, mask_id=MASK, block_size=1)
+    a, _ = BD.sample_bd3(model, x, use_cache=True, generator=torch.Generator().manual_seed(22), **kw)
+    b, _ = BD.sample_bd3(model, x, use_cache=False, generator=torch.Generator().manual_seed(22), **kw)
+    assert torch.equal(a, b) and torch.equal(a[:, 0], x[:, 0]) and not (a == MASK).any()
+
+
 @torch.no_grad()
 def test_cached_peek_leaves_the_cache_and_matches_a_full_forward():
     # the peek call attends to cached prefix + block exactly like a full forward with the block-causal mask

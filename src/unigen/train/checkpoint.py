@@ -206,15 +206,21 @@ def read_checkpoint(ckpt: Path) -> tuple[dict, dict[str, dict[str, torch.Tensor]
     manifest = state.get("files")
     if not isinstance(state.get("step"), int) or not isinstance(manifest, dict) or not all(
             isinstance(m, dict) and isinstance(m.get("bytes"), int) and isinstance(m.get("sha256"), str)
-            and isinstance(f, str) and "/" not in f and f.endswith(".safetensors") for f, m in manifest.items()):
+            and isinstance(f, str) and f.endswith(".safetensors") for f, m in manifest.items()):
         raise UserError(f"checkpoint {state_path} is malformed (no step or no valid file manifest)")
+    outside = [f for f in manifest if "/" in f]
+    if outside:
+        raise UserError(f"checkpoint {state_path} lists {outside[0]!r}, which is not a file name inside the checkpoint")
     files = {}
     for fname, meta in manifest.items():
         p = ckpt / fname
         if not p.is_file():
             raise UserError(f"checkpoint file {p} is missing")
-        if p.stat().st_size != meta["bytes"] or sha256(p) != meta["sha256"]:
-            raise UserError(f"checkpoint file {p} is truncated or altered (size/SHA-256 differ from state.json)")
+        if p.stat().st_size != meta["bytes"]:
+            raise UserError(f"checkpoint file {p} is truncated or altered: {p.stat().st_size} bytes, state.json "
+                            f"says {meta['bytes']}")
+        if sha256(p) != meta["sha256"]:
+            raise UserError(f"checkpoint file {p} is truncated or altered: its SHA-256 differs from state.json")
         files[fname.removesuffix(".safetensors")] = load_safetensors(p)
     return state, files
 
