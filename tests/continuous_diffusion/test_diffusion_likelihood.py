@@ -119,3 +119,53 @@ def test_default_solver_is_accurate_and_reported_with_each_bits_per_dim():
     assert report["solver"] == "rk4" and report["nfe"] == 4 * 63 and report["trace"] == "exact"
     assert abs(report["bits_per_dim"] - exact_bpd) < 1e-3
     assert abs(heun["bits_per_dim"] - exact_bpd) > 10 * abs(report["bits_per_dim"] - exact_bpd)
+
+
+def test_ode_nll_parts_are_the_endpoint_its_prior_and_the_sum():
+    """The returned parts are what their names say: z is the ODE image of x (the exact Gaussian map at 128 RK4 steps),
+    prior_logp = log N(z; 0, sigma_max^2 I) computed here, nll = -(prior_logp + delta_logp); float64 stays float64.
+    A single point works too (d is the size of one example)."""
+    x = _points(n=8)
+    out = ode_nll(DATA.denoiser, x, _up(128), trace="exact")
+    z = DATA.ode(x, SIGMA_MIN, SIGMA_MAX)                            # |z| ~ sigma_max: RK4's error is ~6e-6 relative
+    torch.testing.assert_close(out["z"], z, rtol=1e-4, atol=0)
+    prior = torch.distributions.Normal(torch.zeros(2, dtype=F64), SIGMA_MAX).log_prob(out["z"]).sum(1)
+    torch.testing.assert_close(out["prior_logp"], prior, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out["nll"], -(out["prior_logp"] + out["delta_logp"]), rtol=0, atol=0)
+    assert all(out[k].dtype == F64 for k in ("nll", "prior_logp", "delta_logp", "z"))
+    one = ode_nll(DATA.denoiser, x[:1], _up(128), trace="exact")["nll"]
+    torch.testing.assert_close(one, out["nll"][:1], rtol=1e-12, atol=1e-12)
+
+
+def test_rademacher_probes_are_exact_for_a_diagonal_jacobian():
+    """v^T A v = tr A for every v in {-1, 1}^d when A is diagonal, so on isotropic Gaussian data (the denoiser's
+    Jacobian is c I) one Rademacher probe gives the exact-trace answer; one Gaussian probe does not."""
+    iso = Gaussian.isotropic(0.2, 0.8, 3)
+    x = iso.sample(16, torch.Generator().manual_seed(4))
+    exact = ode_nll(iso.denoiser, x, _up(10), trace="exact")["nll"]
+    rade = ode_nll(iso.denoiser, x, _up(10), probe="rademacher", generator=torch.Generator().manual_seed(5))["nll"]
+    gauss = ode_nll(iso.denoiser, x, _up(10), probe="gaussian", generator=torch.Generator().manual_seed(5))["nll"]
+    torch.testing.assert_close(rade, exact, rtol=1e-10, atol=1e-10)
+    assert (gauss - exact).abs().max() > 1e-3
+    default = ode_nll(iso.denoiser, x, _up(10), generator=torch.Generator().manual_seed(5))["nll"]
+    torch.testing.assert_close(default, rade, rtol=0, atol=0)       # the default probe is Rademacher
+
+
+def test_hutchinson_probes_follow_the_generator_not_the_global_rng():
+    x = _points(n=16)
+    runs = []
+    for global_seed in (0, 1):
+        torch.manual_seed(global_seed)
+        runs.append(ode_nll(DATA.denoiser, x, _up(6), probe="gaussian", generator=torch.Generator().manual_seed(7)))
+    torch.testing.assert_close(runs[0]["nll"], runs[1]["nll"], rtol=0, atol=0)
+    assert runs[0]["nll"].dtype == F64
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"method": "euler"}, "unknown ODE method 'euler'; choose one of: heun, rk4"),
+    ({"trace": "skilling"}, "unknown trace estimator 'skilling'"),
+    ({"n_probes": 0}, "n_probes >= 1 and probe rademacher or gaussian, got 0"),
+])
+def test_ode_nll_errors_name_the_bad_value(kwargs, match):
+    with pytest.raises(UserError, match=match):
+        ode_nll(DATA.denoiser, _points(n=2), _up(4), **kwargs)
