@@ -290,3 +290,28 @@ def test_old_name_euler_maruyama_is_the_reverse_diffusion_predictor():
     assert ALIASES["euler-maruyama"] == "reverse-diffusion"
     assert get_sampler("euler-maruyama") is SAMPLERS["reverse-diffusion"] and "euler-maruyama" not in SAMPLERS
     assert nfe("euler-maruyama", 7) == 7
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_callback_reports_a_denoiser_output_at_a_level_the_denoiser_saw(name):
+    """Every report's "denoised" is one of the denoiser's outputs (the live page and the NFE sweep draw it) and its
+    "sigma" a level the denoiser was called at; "x" is a finite tensor of the sample's shape. When the last step to 0
+    is one denoising, the last report's "denoised" is the sample itself."""
+    outputs, levels, reports = [], set(), []
+
+    def D(x, sigma):
+        out = DATA.denoiser(x, sigma)
+        outputs.append(out)
+        levels.add(round(sigma[0].item(), 9))
+        return out
+
+    sigmas = flow_sigmas(6) if name.startswith("flow") else karras_sigmas(6)
+    x = _start(5) * sigmas[0]
+    out = SAMPLERS[name](D, x, sigmas, generator=torch.Generator().manual_seed(0), callback=reports.append)
+    assert reports
+    for r in reports:
+        assert r["x"].shape == x.shape and torch.isfinite(r["x"]).all()
+        assert any(torch.allclose(r["denoised"], o, rtol=1e-9, atol=1e-9) for o in outputs), (name, r["i"])
+        assert round(float(r["sigma"]), 9) in levels, (name, r["i"], float(r["sigma"]), sorted(levels))
+    if name not in ("lms", "flow-midpoint"):       # their last step to 0 uses several slopes, not one denoising
+        torch.testing.assert_close(reports[-1]["denoised"], out, rtol=1e-9, atol=1e-9)
