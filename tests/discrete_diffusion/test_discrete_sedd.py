@@ -173,3 +173,28 @@ def test_sedd_loss_runs_on_both_graphs_and_checks_inputs():
         SE.sedd_loss(lambda x, s: torch.zeros(*x.shape, V + 1), x0, graph="uniform", n_states=V)
     with pytest.raises(UserError):
         SE.score_entropy(torch.zeros(1, 1, V), torch.ones(1), x0[:1, :1], x0[:1, :1], graph="random")
+
+
+@pytest.mark.parametrize("sampler", [SE.sample_sedd_euler, SE.sample_sedd_analytic])
+def test_the_denoising_step_on_the_absorbing_graph(sampler):
+    """The last step is a Tweedie step from sigma(eps) to 0 that never draws the mask: with eps = 0.5 and one
+    predictor step most tokens are still masked before it (denoise=False shows them), none after; it scores at
+    sigma(eps), the grid's last level (the predictor's levels are sigma(1) .. ); it draws from the generator only."""
+    true = exact_log_score(P0, "absorb")
+    levels = []
+
+    def spy(x, sigma):
+        levels.append(float(sigma[0]))
+        return true(x, sigma)
+
+    x = torch.full((400, 3), V)
+    kept, _ = sampler(spy, x, steps=1, mask_id=V, eps=0.5, denoise=False, generator=torch.Generator().manual_seed(1))
+    assert (kept == V).float().mean() > 0.3
+    levels.clear()
+    runs = []
+    for global_seed in (0, 1):
+        torch.manual_seed(global_seed)
+        runs.append(sampler(spy, x, steps=1, mask_id=V, eps=0.5, generator=torch.Generator().manual_seed(1))[0])
+    assert not (runs[0] == V).any() and torch.equal(runs[0], runs[1])
+    sigma_1, sigma_eps = (float(N.loglinear(torch.tensor(t, dtype=torch.float64))[0]) for t in (1.0, 0.5))
+    assert levels[:2] == pytest.approx([sigma_1, sigma_eps], rel=1e-6)
