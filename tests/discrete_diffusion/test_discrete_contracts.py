@@ -301,3 +301,13 @@ def test_losses_forward_schedule_conditioning_and_token_checks():
     with pytest.raises(UserError, match="clean tokens contain the mask id"):
         SE.sedd_token_loss(lambda x, s: x, torch.tensor([[0, MASK]]), t[:1], mask_id=MASK)
     M.subs_log_probs(torch.zeros(1, 2, 3), torch.zeros(1, 2, dtype=torch.long), 0)  # mask id 0 is a valid output
+
+
+def test_llada_selection_breaks_ties_by_position():
+    """Equal confidences (common in low precision) go to the leftmost positions, as a stable sort gives; an unstable
+    sort scatters them over a long row (torch's CPU sort does at this length)."""
+    conf = torch.zeros(2, 5000)
+    conf[:, ::7] = 1.0                                                # 715 tied leaders per row
+    picked = LL._select(conf, torch.tensor([3, 720]), None)
+    assert picked[0].nonzero().flatten().tolist() == [0, 7, 14]
+    assert picked[1].nonzero().flatten().tolist() == sorted(list(range(0, 5000, 7)) + [1, 2, 3, 4, 5])
