@@ -65,3 +65,48 @@ def test_attention_module_bf16_training_path_is_as_accurate_as_the_fused_kernel(
     for mm, fused, true in ((y_mm, y_fused, y_true), (g_mm, g_fused, g_true)):
         err_mm, err_fused = (mm - true).abs().max(), (fused - true).abs().max()
         assert 0 < err_mm <= 2 * err_fused
+
+
+def test_attention_module_matmul_path_applies_the_bias_and_the_mask(monkeypatch):
+    """bf16 training takes the matmul path: there the bias and the mask act as on the float32 fused path (a
+    relative-position bias that did not reach the scores would leave the output within bf16 rounding of the unbiased
+    one, so the biased and unbiased outputs are checked against each other too)."""
+    import unigen.nn.attention as A
+    torch.manual_seed(0)
+    attn = Attention(32, 4, 2)
+    x = torch.randn(2, 6, 32)
+    bias = 2 * torch.randn(1, 4, 6, 6)
+    pad = torch.ones(2, 1, 6, 6, dtype=torch.bool)
+    pad[1, ..., 4:] = False
+    calls = []
+    monkeypatch.setattr(A, "attention_matmul", lambda *a, **k: calls.append(1) or attention_matmul(*a, **k))
+    want = attn(x, attn_bias=bias, mask=pad, is_causal=True).detach()       # float32: the fused kernel
+    plain = attn(x, is_causal=True).detach()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = attn(x, attn_bias=bias, mask=pad, is_causal=True).float().detach()
+    assert calls == [1]
+    err = (got - want).abs().max()
+    assert err < 0.05 and err < (plain - want).abs().max() / 10
+
+
+def _no_resid_dropout(attn):
+    attn.resid_dropout = torch.nn.Identity()      # what is left to randomise the output is the attention dropout
+    return attn.train()
+
+
+def test_attention_dropout_acts_on_both_paths_and_is_unbiased():
+    """Dropout on the attention probabilities (as torch's SDPA dropout_p): in training each example draws its own
+    mask, in eval there is none, and the mean over draws is the eval output (inverted dropout rescales by
+    1 / (1 - p)); on the fused path (float32) and on the matmul path (bf16 with gradients) alike."""
+    torch.manual_seed(0)
+    attn = _no_resid_dropout(Attention(16, 2, dropout=0.3))
+    x = torch.randn(1, 5, 16).expand(2000, 5, 16)                     # 2000 independent draws of one example
+    for bf16 in (False, True):
+        xs = x.clone().requires_grad_(bf16)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            ref = attn.eval()(xs[:1]).float().detach()
+            draws = attn.train()(xs).float().detach()
+        assert not torch.equal(draws[0], draws[1])
+        se = draws.std(0) / len(draws) ** 0.5
+        rounding = 0.01 * ref.abs() if bf16 else 1e-6
+        assert ((draws.mean(0) - ref[0]).abs() < 5 * se + rounding).all(), bf16
