@@ -52,9 +52,13 @@ def merge(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
     return out
 
 
-def _too_many(n_merges: int, done: int) -> UserError:
-    return UserError(f"the corpus allows only {done} merges (vocabulary {256 + done} + specials), not {n_merges}: "
-                     f"every chunk is a single token by then; use a smaller vocabulary or a larger corpus")
+class TooFewPairs(UserError):
+    """The text runs out of pairs (every chunk is one token) before `n_merges` merges."""
+
+    def __init__(self, n_merges: int, done: int, floor: int = 256):
+        super().__init__(f"the text allows only {done} merges, not {n_merges} (every chunk is one token by then): "
+                         f"the vocabulary size can be at most {floor + done}; use a smaller one or a larger text")
+        self.n_merges, self.done = n_merges, done
 
 
 def train_reference(text: str, n_merges: int) -> list[tuple[int, int]]:
@@ -69,7 +73,7 @@ def train_reference(text: str, n_merges: int) -> list[tuple[int, int]]:
             for pair in zip(w, w[1:]):
                 stats[pair] = stats.get(pair, 0) + 1
         if not stats:
-            raise _too_many(n_merges, k)
+            raise TooFewPairs(n_merges, k)
         best = max(stats, key=stats.__getitem__)      # the first of the most frequent pairs
         merges.append(best)
         words = [merge(w, best, 256 + k) for w in words]
@@ -156,10 +160,22 @@ def train(text: str, n_merges: int) -> list[tuple[int, int]]:
     for k in range(n_merges):
         best = index.pop_best()
         if best is None:
-            raise _too_many(n_merges, k)
+            raise TooFewPairs(n_merges, k)
         merges.append(best)
         index.apply(best, 256 + k)
     return merges
+
+
+def _alternation(words) -> regex.Pattern:
+    """A pattern whose `split` keeps the matches of `words` (longest first, so no prefix hides a longer one)."""
+    return regex.compile("(" + "|".join(map(regex.escape, sorted(words, key=len, reverse=True))) + ")")
+
+
+def _utf8(piece: str) -> bytes:
+    try:
+        return piece.encode("utf-8", errors="surrogateescape")
+    except UnicodeEncodeError as e:
+        raise UserError(f"text is not valid Unicode: lone surrogate {piece[e.start]!r} cannot be UTF-8 encoded") from None
 
 
 def encode_chunk(data: bytes, ranks: dict[tuple[int, int], int]) -> list[int]:
@@ -203,8 +219,7 @@ class BytePairEncoding:
             raise UserError(f"special tokens must be distinct and non-empty, got {list(specials)}")
         self.specials = {s: len(self.vocab) + i for i, s in enumerate(specials)}
         self.vocab_size = len(self.vocab) + len(self.specials)
-        longest_first = sorted(specials, key=len, reverse=True)
-        self._special_split = regex.compile("(" + "|".join(map(regex.escape, longest_first)) + ")") if specials else None
+        self._special_split = _alternation(specials) if specials else None
         self._cache: dict[str, list[int]] = {}
 
     @classmethod
@@ -216,7 +231,10 @@ class BytePairEncoding:
                             f"got {vocab_size}")
         if not text:
             raise UserError("cannot train a BPE tokenizer on an empty text")
-        return cls((train if fast else train_reference)(text, vocab_size - floor), specials)
+        try:
+            return cls((train if fast else train_reference)(text, vocab_size - floor), specials)
+        except TooFewPairs as e:
+            raise TooFewPairs(e.n_merges, e.done, floor) from None
 
     def encode_ordinary(self, text: str) -> list[int]:
         """Ids of `text`, chunk by chunk; special-token spellings in it are plain text."""
@@ -227,9 +245,14 @@ class BytePairEncoding:
         for piece in _SPLIT.findall(text):
             ids = cache.get(piece)
             if ids is None:
-                ids = cache[piece] = encode_chunk(piece.encode("utf-8"), ranks)
+                ids = cache[piece] = encode_chunk(_utf8(piece), ranks)
             out += ids
         return out
+
+    def encode_bytes(self, data: bytes) -> list[int]:
+        """Ids of any byte string: bytes that are not UTF-8 ride through the split as U+DC80..U+DCFF (Python's
+        surrogateescape) and come back as themselves, so `decode_bytes(encode_bytes(b)) == b`."""
+        return self.encode_ordinary(data.decode("utf-8", errors="surrogateescape"))
 
     def encode(self, text: str, allowed_special: str | set[str] | tuple[str, ...] = ()) -> list[int]:
         """Like tiktoken's `encode`: the specials in `allowed_special` ("all" for every one) become their ids, any
@@ -238,11 +261,12 @@ class BytePairEncoding:
         unknown = allowed - set(self.specials)
         if unknown:
             raise UserError(f"{sorted(unknown)[0]!r} is not a special token of this tokenizer")
-        if not allowed or self._special_split is None:
+        if not allowed:
             return self.encode_ordinary(text)
+        split = self._special_split if allowed == set(self.specials) else _alternation(allowed)
         out: list[int] = []
-        for i, part in enumerate(self._special_split.split(text)):
-            if i % 2 and part in allowed:
+        for i, part in enumerate(split.split(text)):   # odd parts are the allowed specials
+            if i % 2:
                 out.append(self.specials[part])
             elif part:
                 out += self.encode_ordinary(part)
