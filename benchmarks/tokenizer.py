@@ -34,7 +34,7 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
-from benchmarks.harness import log, machine, quartiles  # noqa: E402
+from benchmarks.harness import _timed, log, machine, quartiles  # noqa: E402
 from benchmarks.text_quality import preset_config, train_run  # noqa: E402
 from unigen import run as R  # noqa: E402
 from unigen.data import load as load_data  # noqa: E402
@@ -115,12 +115,6 @@ def hf_train_seconds(text: str, vocab: int) -> float:
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     t0 = time.perf_counter()
     tok.train_from_iterator([text], trainer)
-    return time.perf_counter() - t0
-
-
-def _timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
     return time.perf_counter() - t0
 
 

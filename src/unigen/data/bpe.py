@@ -81,7 +81,8 @@ def train_reference(text: str, n_merges: int) -> list[tuple[int, int]]:
 
 
 class _PairIndex:
-    """Pair counts over distinct chunks (weighted by how often each occurs) with the chunks holding each pair."""
+    """Pair counts over distinct chunks (weighted by how often each occurs), the chunks holding each pair, and a
+    max-heap of (count, first chunk) whose entries are checked when they reach the top (lazy deletion)."""
 
     def __init__(self, text: str):
         freq = Counter(chunks(text))                  # insertion order = first seen in the text
@@ -89,39 +90,52 @@ class _PairIndex:
         self.freq = list(freq.values())
         self.count: dict[tuple[int, int], int] = {}
         self.where: dict[tuple[int, int], set[int]] = {}
+        self.first: dict[tuple[int, int], int] = {}   # min(where[pair]), or a lower bound for pairs in `moved`
+        self.moved: set[tuple[int, int]] = set()      # pairs whose first chunk lost them since
         for j, w in enumerate(self.words):
             for pair in zip(w, w[1:]):
                 self.count[pair] = self.count.get(pair, 0) + self.freq[j]
                 self.where.setdefault(pair, set()).add(j)
-        self.heap = [(-c, pair) for pair, c in self.count.items()]
+                self.first.setdefault(pair, j)
+        self.heap = [(-c, self.first[pair], pair) for pair, c in self.count.items()]
         heapq.heapify(self.heap)
 
-    def first_seen(self, pair: tuple[int, int]) -> tuple[int, int]:
-        """(chunk, position) of the pair's first occurrence in the text as it is now merged."""
-        j = min(self.where[pair])
-        w = self.words[j]
-        return j, next(i for i in range(len(w) - 1) if (w[i], w[i + 1]) == pair)
-
-    def pop_best(self) -> tuple[int, int] | None:
-        """The most frequent pair, ties to the first seen; None when no pair is left. Stale heap entries (a
-        count that changed since it was pushed) are dropped; every change pushed a fresh one."""
-        ties: list[tuple[int, int]] = []
-        top = None
+    def _top(self) -> tuple[int, int, tuple[int, int]] | None:
+        """The heap's top once it is true: an entry whose count changed is dropped (the change pushed a new one);
+        one whose first chunk moved on (that chunk lost the pair) goes back with the new one. A pair's first
+        chunk only moves later, so a stale entry never sorts after the true one."""
         while self.heap:
-            c, pair = self.heap[0]
-            if self.count.get(pair) != -c or pair in ties:
+            c, f, pair = self.heap[0]
+            if self.count.get(pair) != -c:
                 heapq.heappop(self.heap)
                 continue
-            if top is not None and c != top:
-                break
-            top = c
-            ties.append(heapq.heappop(self.heap)[1])
-        if not ties:
+            if pair in self.moved:
+                self.first[pair] = min(self.where[pair])
+                self.moved.discard(pair)
+            true = self.first[pair]
+            if true == f:
+                return self.heap[0]
+            heapq.heapreplace(self.heap, (c, true, pair))
+        return None
+
+    def position(self, pair: tuple[int, int]) -> int:
+        """Where the pair first occurs in its first chunk."""
+        w = self.words[self.first[pair]]
+        return next(i for i in range(len(w) - 1) if (w[i], w[i + 1]) == pair)
+
+    def pop_best(self) -> tuple[int, int] | None:
+        """The most frequent pair, ties to the one seen first (first chunk, then first position in it); None
+        when no pair is left."""
+        top = self._top()
+        if top is None:
             return None
-        best = ties[0] if len(ties) == 1 else min(ties, key=self.first_seen)
+        ties: dict[tuple[int, int], None] = {}
+        while (t := self._top()) is not None and t[:2] == top[:2]:
+            ties[heapq.heappop(self.heap)[2]] = None
+        best = next(iter(ties)) if len(ties) == 1 else min(ties, key=self.position)
         for pair in ties:
             if pair != best:
-                heapq.heappush(self.heap, (top, pair))
+                heapq.heappush(self.heap, (top[0], top[1], pair))
         return best
 
     def apply(self, pair: tuple[int, int], new_id: int) -> None:
@@ -139,15 +153,20 @@ class _PairIndex:
             for p in set(zip(old, old[1:])) - set(zip(new, new[1:])):
                 if p in self.where:                   # `pair` itself was popped above
                     self.where[p].discard(j)
-            for p in zip(new, new[1:]):
+                    if self.first[p] == j:
+                        self.moved.add(p)
+            for p in zip(new, new[1:]):               # only pairs with new_id are new to chunk j
                 self.where.setdefault(p, set()).add(j)
+                self.first[p] = min(self.first.get(p, j), j)
         self.count.pop(pair, None)
         for p in changed:
             if self.count.get(p):
-                heapq.heappush(self.heap, (-self.count[p], p))
+                heapq.heappush(self.heap, (-self.count[p], self.first[p], p))
             else:
                 self.count.pop(p, None)
                 self.where.pop(p, None)
+                self.first.pop(p, None)
+                self.moved.discard(p)
 
 
 def train(text: str, n_merges: int) -> list[tuple[int, int]]:
