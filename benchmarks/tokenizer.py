@@ -7,8 +7,9 @@ Phases:
             465k characters), every encoder holding the same merges (their ids are checked equal first): ours with
             its chunk cache warm and emptied before each call, HF `tokenizers` (one string; and `encode_batch` of
             its lines), tiktoken's Rust encoder; timed round-robin in one process, medians; a cProfile of ours
-    train   training time: our incremental trainer, HF's BpeTrainer (one thread), our readable trainer and
-            tiktoken's `_educational.bpe_train` (both on a slice: they recount every pair for every merge)
+    train   training time: our incremental trainer and HF's BpeTrainer (one thread), interleaved, medians; on a
+            slice also our readable trainer and tiktoken's `_educational.bpe_train` (they recount every pair for
+            every merge)
     lm      text-ar and text-mdlm on bytes and on our BPE (`--data.tokenizer=unigen-bpe`) at the presets' budget
             (same steps, windows of the same number of tokens): bits/byte on the held-out text that is in every
             run's test split, training and sampling tokens/s and bytes/s
@@ -34,7 +35,7 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
-from benchmarks.harness import _timed, log, machine, quartiles  # noqa: E402
+from benchmarks.harness import log, machine, quartiles  # noqa: E402
 from benchmarks.text_quality import preset_config, train_run  # noqa: E402
 from unigen import run as R  # noqa: E402
 from unigen.data import load as load_data  # noqa: E402
@@ -107,29 +108,29 @@ def phase_encode(args) -> dict:
     return out
 
 
-def hf_train_seconds(text: str, vocab: int) -> float:
+def hf_train(text: str, vocab: int) -> None:
+    """HF's BpeTrainer with its ByteLevel pre-tokenizer (GPT-2's split) on `text`."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    trainer = trainers.BpeTrainer(vocab_size=vocab, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    t0 = time.perf_counter()
-    tok.train_from_iterator([text], trainer)
-    return time.perf_counter() - t0
+    tok.train_from_iterator([text], trainers.BpeTrainer(vocab_size=vocab, show_progress=False,
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
 
 
 def phase_train(args) -> dict:
+    """Medians of `--rounds` interleaved rounds on the whole corpus; one round of all four on the slice."""
     from tiktoken._educational import bpe_train
     text = stdlib_corpus()
     out = {"full": {}, "slice": {}}
     for V in args.vocab:
-        out["full"][str(V)] = {"ours": _timed(lambda: train(text, V - 256)), "hf": hf_train_seconds(text, V)}
+        times = round_robin({"ours": lambda: train(text, V - 256), "hf": lambda: hf_train(text, V)}, args.rounds)
+        out["full"][str(V)] = {k: quartiles(t)[1] for k, t in times.items()}
         log(f"train V={V}: {out['full'][str(V)]}")
     piece, V = text[: args.slice_chars], 256 + args.slice_merges
-    out["slice"] = {"chars": len(piece), "vocab": V, "ours": _timed(lambda: train(piece, V - 256)),
-                    "ours_readable": _timed(lambda: train_reference(piece, V - 256)),
-                    "tiktoken_educational": _timed(lambda: bpe_train(piece, V, GPT2_SPLIT, visualise=None)),
-                    "hf": hf_train_seconds(piece, V)}
+    times = round_robin({"ours": lambda: train(piece, V - 256), "hf": lambda: hf_train(piece, V),
+                         "ours_readable": lambda: train_reference(piece, V - 256),
+                         "tiktoken_educational": lambda: bpe_train(piece, V, GPT2_SPLIT, visualise=None)}, 1)
+    out["slice"] = {"chars": len(piece), "vocab": V, **{k: t[0] for k, t in times.items()}}
     log(f"train slice: {out['slice']}")
     return out
 
@@ -268,7 +269,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", required=True, help="output folder: results.json, tokenizer.md, runs/")
     p.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated subset of {','.join(PHASES)}")
     p.add_argument("--vocab", default="1024,8192", help="encode/train: vocabulary sizes (default 1024,8192)")
-    p.add_argument("--rounds", type=int, default=7, help="encode: timed rounds (default 7)")
+    p.add_argument("--rounds", type=int, default=7, help="encode, train: timed rounds (default 7)")
     p.add_argument("--slice-chars", type=int, default=20_000, help="train: chars for the slow trainers (20000)")
     p.add_argument("--slice-merges", type=int, default=100, help="train: merges on the slice (default 100)")
     p.add_argument("--steps", type=int, default=600, help="lm: training steps (default 600, the presets')")

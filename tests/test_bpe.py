@@ -204,3 +204,17 @@ def main_code(*argv: str) -> int:
     with pytest.raises(SystemExit) as e:
         main(list(argv))
     return e.value.code
+
+
+def test_text_model_trains_on_our_bpe_from_the_cli(tmp_path, capsys):
+    """`--data.tokenizer=unigen-bpe` trains a text LM; its run directory holds our tokenizer.json, which
+    `unigen tokenizer encode RUN` and `unigen sample` read back."""
+    run = tmp_path / "run"
+    assert main_code("train", "text-ar", "--out", str(run), "--train.steps=2", "--train.batch_size=4",
+                     "--train.progress=false", "--data.tokenizer=unigen-bpe", "--data.vocab_size=300",
+                     "--data.seq_len=32") == 0
+    capsys.readouterr()
+    assert main_code("tokenizer", "encode", str(run), "Return the value") == 0
+    want = OwnBPETokenizer.train(CORPUS, 300).encode("Return the value")
+    assert json.loads(capsys.readouterr().out) == want and len(want) < len("Return the value")
+    assert main_code("sample", str(run), "--n", "2", "--seed", "1") == 0
