@@ -246,12 +246,13 @@ def _report_train(r: dict) -> list[str]:
 
 def _report_lm(r: dict) -> list[str]:
     lines = [f"## Bytes vs BPE for the text LMs (held-out text in every test split: {r['heldout_bytes']} bytes)\n",
-             "| run | bytes/token | params | held-out nats/token ± se | bits/byte | train tokens/s | train bytes/s "
-             "| sample tokens/s | sample bytes/s |", "|---|---|---|---|---|---|---|---|---|"]
+             "| run | bytes/token | params | held-out nats/token ± se | bits/byte | train tokens/s (per CPU s) "
+             "| train bytes/s | sample tokens/s | sample bytes/s |", "|---|---|---|---|---|---|---|---|---|"]
     for name, v in r["runs"].items():
         e, s = v["eval"], v["sample"]
         lines.append(f"| {name} | {v['bytes_per_token']:.2f} | {v['params']:,} | {e['nats_per_token']:.3f} ± "
-                     f"{e['se']:.3f} | {e['bits_per_byte']:.3f} | {v['train_tokens_per_s']:.0f} | "
+                     f"{e['se']:.3f} | {e['bits_per_byte']:.3f} | {v['train_tokens_per_s']:.0f} "
+                     f"({v['train_tokens_per_s'] * v['seconds'] / v['cpu_s']:.0f}) | "
                      f"{v['train_bytes_per_s']:.0f} | {s['tokens_per_s']:.1f} | {s['bytes_per_s']:.1f} |")
     return lines + [""]
 
