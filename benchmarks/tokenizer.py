@@ -13,6 +13,8 @@ Phases:
     lm      text-ar and text-mdlm on bytes and on our BPE (`--data.tokenizer=unigen-bpe`) at the presets' budget
             (same steps, windows of the same number of tokens): bits/byte on the held-out text that is in every
             run's test split, training and sampling tokens/s and bytes/s
+    speed   the lm runs' training step (bf16 autocast forward + backward of one batch) timed round-robin in one
+            process: tokens/s and bytes/s free of the load drift between runs trained one after another
 
 DIR/results.json holds the numbers, DIR/tokenizer.md the tables (benchmarks/tokenizer.md adds the analysis).
 """
@@ -45,8 +47,9 @@ from unigen.data.text import split_point, stdlib_corpus, windows  # noqa: E402
 from unigen.families.discrete_diffusion.evaluate import heldout  # noqa: E402
 from unigen.families.discrete_diffusion.network import unwrap  # noqa: E402
 from unigen.families.discrete_diffusion.task import METHODS  # noqa: E402
+from unigen.registry import TASKS  # noqa: E402
 
-PHASES = ("encode", "train", "lm")
+PHASES = ("encode", "train", "lm", "speed")
 
 
 def round_robin(fns: dict, rounds: int) -> dict[str, list[float]]:
@@ -215,6 +218,26 @@ def phase_lm(args) -> dict:
     return out
 
 
+def phase_speed(args) -> dict:
+    steps, bpt = {}, {}
+    for name, cfg in lm_configs(args).items():
+        run_dir = Path(args.out) / "runs" / name
+        model, task = R.load(run_dir).train(), TASKS[cfg.task]
+        batch = load_data(cfg.data, "train").batch(torch.arange(cfg.train.batch_size))
+
+        def step(model=model, task=task, batch=batch):
+            model.zero_grad(set_to_none=True)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = task.loss(model, batch)
+            (loss[0] if isinstance(loss, tuple) else loss).backward()
+        steps[name] = step
+        bpt[name] = json.loads((Path(args.out) / "results.json").read_text())["lm"]["runs"][name]["bytes_per_token"]
+    times = round_robin(steps, args.rounds)
+    tokens = {name: cfg.train.batch_size * cfg.data.seq_len for name, cfg in lm_configs(args).items()}
+    return {name: {"step_s": quartiles(t)[1], "tokens_per_s": tokens[name] / quartiles(t)[1],
+                   "bytes_per_s": tokens[name] * bpt[name] / quartiles(t)[1]} for name, t in times.items()}
+
+
 # --------------------------------------------------------------------------------------------------------- report
 def _mbs(n_bytes: int, times: list[float]) -> str:
     q1, med, q3 = quartiles(times)
@@ -257,9 +280,17 @@ def _report_lm(r: dict) -> list[str]:
     return lines + [""]
 
 
+def _report_speed(r: dict) -> list[str]:
+    lines = ["## Training step, interleaved in one process\n", "| run | step s (median) | tokens/s | bytes/s |",
+             "|---|---|---|---|"]
+    return lines + [f"| {k} | {v['step_s']:.3f} | {v['tokens_per_s']:.0f} | {v['bytes_per_s']:.0f} |"
+                    for k, v in r.items()] + [""]
+
+
 def report(res: dict) -> str:
     parts = ["# Tokenizer benchmark (generated tables)\n", f"{res['machine']}\n", f"`{res['command']}`\n"]
-    for phase, section in (("encode", _report_encode), ("train", _report_train), ("lm", _report_lm)):
+    for phase, section in (("encode", _report_encode), ("train", _report_train), ("lm", _report_lm),
+                           ("speed", _report_speed)):
         if phase in res:
             parts += section(res[phase])
     return "\n".join(parts)
