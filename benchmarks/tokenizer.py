@@ -13,8 +13,8 @@ Phases:
     lm      text-ar and text-mdlm on bytes and on our BPE (`--data.tokenizer=unigen-bpe`) at the presets' budget
             (same steps, windows of the same number of tokens): bits/byte on the held-out text that is in every
             run's test split, training and sampling tokens/s and bytes/s
-    speed   the lm runs' training step (bf16 autocast forward + backward of one batch) timed round-robin in one
-            process: tokens/s and bytes/s free of the load drift between runs trained one after another
+    speed   the lm runs' training step (bf16 autocast forward + backward of one batch) and `unigen sample`, timed
+            round-robin in one process: tokens/s and bytes/s free of the load drift between runs trained apart
 
 DIR/results.json holds the numbers, DIR/tokenizer.md the tables (benchmarks/tokenizer.md adds the analysis).
 """
@@ -234,8 +234,17 @@ def phase_speed(args) -> dict:
         bpt[name] = json.loads((Path(args.out) / "results.json").read_text())["lm"]["runs"][name]["bytes_per_token"]
     times = round_robin(steps, args.rounds)
     tokens = {name: cfg.train.batch_size * cfg.data.seq_len for name, cfg in lm_configs(args).items()}
-    return {name: {"step_s": quartiles(t)[1], "tokens_per_s": tokens[name] / quartiles(t)[1],
-                   "bytes_per_s": tokens[name] * bpt[name] / quartiles(t)[1]} for name, t in times.items()}
+    out = {name: {"step_s": quartiles(t)[1], "tokens_per_s": tokens[name] / quartiles(t)[1],
+                  "bytes_per_s": tokens[name] * bpt[name] / quartiles(t)[1]} for name, t in times.items()}
+    gen: dict[str, list[float]] = {name: [] for name in steps}
+    for r in range(args.sample_rounds):   # `unigen sample` from scratch: its own timer (generation only)
+        for name in steps:
+            s = R.sample(Path(args.out) / "runs" / name, n=args.n_sample, seed=r, out_dir=Path(args.out) / "speed" / name)
+            gen[name].append(s["seconds"] / (s["n"] * s["length"]))
+    for name, t in gen.items():
+        q1, med, q3 = quartiles(t)
+        out[name].update(sample_tokens_per_s=1 / med, sample_iqr=(1 / q3, 1 / q1))
+    return out
 
 
 # --------------------------------------------------------------------------------------------------------- report
@@ -281,9 +290,11 @@ def _report_lm(r: dict) -> list[str]:
 
 
 def _report_speed(r: dict) -> list[str]:
-    lines = ["## Training step, interleaved in one process\n", "| run | step s (median) | tokens/s | bytes/s |",
-             "|---|---|---|---|"]
-    return lines + [f"| {k} | {v['step_s']:.3f} | {v['tokens_per_s']:.0f} | {v['bytes_per_s']:.0f} |"
+    lines = ["## Training step and sampling, interleaved in one process\n",
+             "| run | train step s (median) | train tokens/s | train bytes/s | sample tokens/s median [IQR] |",
+             "|---|---|---|---|---|"]
+    return lines + [f"| {k} | {v['step_s']:.3f} | {v['tokens_per_s']:.0f} | {v['bytes_per_s']:.0f} | "
+                    f"{v['sample_tokens_per_s']:.1f} [{v['sample_iqr'][0]:.1f}, {v['sample_iqr'][1]:.1f}] |"
                     for k, v in r.items()] + [""]
 
 
@@ -308,7 +319,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=16, help="lm: training windows per step (default 16, the presets')")
     p.add_argument("--lm-vocab", type=int, default=512, help="lm: BPE vocabulary with specials (default 512)")
     p.add_argument("--mc", type=int, default=4, help="lm: Monte-Carlo draws per window for MDLM (default 4)")
-    p.add_argument("--n-sample", type=int, default=4, help="lm: sequences per sampling call (default 4)")
+    p.add_argument("--n-sample", type=int, default=4, help="lm, speed: sequences per sampling call (default 4)")
+    p.add_argument("--sample-rounds", type=int, default=3, help="speed: sampling rounds (default 3)")
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
     args = p.parse_args(argv)
     args.phases = [s for s in args.phases.split(",") if s]
