@@ -153,6 +153,14 @@ def test_tokenizer_saves_loads_and_reads_old_hf_files(tmp_path):
     assert tok.decode([tok.bos_id, *tok.encode("hi"), tok.eos_id, tok.pad_id]) == "hi"
 
 
+def test_corrupt_tokenizer_file_is_a_one_line_error(tmp_path):
+    spec = json.loads(OwnBPETokenizer.train(CORPUS[:20_000], 300).bpe.to_hf_json())
+    spec["model"]["merges"] = [["Ġ", "Ġ", "Ġ"]]          # a merge of three strings
+    (tmp_path / "tokenizer.json").write_text(json.dumps(spec), encoding="utf-8")
+    with pytest.raises(UserError, match="tokenizer file .* is corrupt"):
+        load_tokenizer(tmp_path)
+
+
 def test_text_dataset_with_our_bpe():
     tr = load(TextData(tokenizer="unigen-bpe", vocab_size=400, seq_len=32), "train")
     tok = tr.tokenizer
