@@ -87,7 +87,7 @@ def test_load_rejects_unknown_or_mismatched_options():
     (DigitsData(image_size=-8), "data.image_size must be >= 0, got -8"),
     (DigitsData(seed=2**31), "data.seed must be in [0, 2147483647], got 2147483648"),
     (MnistData(image_size=-1), "data.image_size must be >= 0, got -1"),
-    (TextData(tokenizer="wordpiece"), "data.tokenizer='wordpiece' is not one of: byte, bpe"),
+    (TextData(tokenizer="wordpiece"), "data.tokenizer='wordpiece' is not one of: byte, bpe, unigen-bpe"),
     (TextData(tokenizer="bpe", vocab_size=100), "data.vocab_size must be >= 260 for a BPE tokenizer, got 100"),
     (TextData(seq_len=0), "data.seq_len must be > 0, got 0"),
     (ShapesData(n_train=-2), "data.n_train must be >= 0, got -2"),
@@ -141,7 +141,7 @@ def test_config_and_data_do_not_name_each_other():
     standard library, unigen.errors, unigen.io and their own folder (the config imports data, not the reverse)."""
     strings = {n.value for n in ast.walk(ast.parse((SRC / "config.py").read_text())) if isinstance(n, ast.Constant)}
     assert not strings & set(DATASETS)
-    allowed = {"torch", "numpy", "PIL", "sklearn", "tokenizers", "unigen.errors", "unigen.io", "unigen.data"}
+    allowed = {"torch", "numpy", "PIL", "sklearn", "tokenizers", "regex", "unigen.errors", "unigen.io", "unigen.data"}
     for path in sorted((SRC / "data").glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             mods = [a.name for a in node.names] if isinstance(node, ast.Import) else \

@@ -6,6 +6,7 @@
     unigen sample RUN_DIR [--sampler NAME] [--steps N] [--n N] [--seed S] [--guidance W] [--prompt TEXT]
     unigen eval RUN_DIR [--json] [--nfe-sweep [--samplers A,B] [--budgets 5,10] [--n N] [--seeds 0,1]]
     unigen demo [--out DIR]
+    unigen tokenizer train FILE --vocab-size N --out DIR | unigen tokenizer encode DIR TEXT
 
 A user error (or a file-system refusal: permissions, disk full) prints one line `error: ...` on stderr and exits
 with code 2. `train --resume` continues with the run's saved config.json; overrides given with it change that config
@@ -19,6 +20,8 @@ import math
 import sys
 
 from unigen.config import apply_overrides, validate
+from unigen.data.text import read_text_file
+from unigen.data.tokenizer import OwnBPETokenizer, load_tokenizer
 from unigen.errors import UserError
 from unigen.experiments.demo import run_demo
 from unigen.registry import PRESETS, describe, get_preset
@@ -68,6 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="the `make demo` job: train small image and text models, sample, plot")
     d.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
+
+    k = sub.add_parser("tokenizer", help="train our byte-level BPE on a text file, or encode text with a tokenizer")
+    ks = k.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    kt = ks.add_parser("train", help="learn GPT-2-style byte-level BPE merges; write DIR/tokenizer.json (HF format)")
+    kt.add_argument("file", help="UTF-8 text file to train on")
+    kt.add_argument("--vocab-size", type=int, required=True, help="256 bytes + merges + 3 special tokens (>= 260)")
+    kt.add_argument("--out", required=True, help="folder to write tokenizer.json into")
+    ke = ks.add_parser("encode", help="print the token ids of TEXT as a JSON list")
+    ke.add_argument("dir", help="folder holding tokenizer.json (a run directory of a text model works too)")
+    ke.add_argument("text", help="the text to encode")
     return p
 
 
@@ -137,7 +150,16 @@ def _demo(args, extra) -> None:
     run_demo(args.out)
 
 
-COMMANDS = {"presets": _presets, "train": _train, "sample": _sample, "eval": _eval, "demo": _demo}
+def _tokenizer(args, extra) -> None:
+    if args.action == "train":
+        tok = OwnBPETokenizer.train(read_text_file(args.file), args.vocab_size)
+        print(f"{len(tok.bpe.merges)} merges, vocabulary {tok.vocab_size}; wrote {tok.save(args.out)}")
+    else:
+        print(json.dumps(load_tokenizer(args.dir).encode(args.text)))
+
+
+COMMANDS = {"presets": _presets, "train": _train, "sample": _sample, "eval": _eval, "demo": _demo,
+            "tokenizer": _tokenizer}
 
 
 def run(argv: list[str]) -> int:

@@ -29,13 +29,13 @@ class TextData:
 
     name: str = "text"
     path: str = ""              # a UTF-8 file to use instead of the stdlib corpus
-    tokenizer: str = "byte"     # byte | bpe
+    tokenizer: str = "byte"     # byte | bpe (HF tokenizers) | unigen-bpe (ours, unigen.data.bpe)
     vocab_size: int = 512       # BPE vocabulary size (unused by the byte tokenizer)
     seq_len: int = 128          # tokens per training sequence
 
     def check(self) -> None:
         options.one_of("data.tokenizer", self.tokenizer, TOKENIZERS)
-        if self.tokenizer == "bpe" and self.vocab_size < MIN_BPE_VOCAB:
+        if self.tokenizer != "byte" and self.vocab_size < MIN_BPE_VOCAB:
             raise UserError(f"data.vocab_size must be >= {MIN_BPE_VOCAB} for a BPE tokenizer, got {self.vocab_size}")
         options.positive("data.seq_len", self.seq_len)
 
@@ -106,7 +106,7 @@ def load_text(cfg: TextData, split: str) -> Dataset:
     check_split(split)
     cfg.check()
     source, text = _corpus(cfg.path)
-    vocab = cfg.vocab_size if cfg.tokenizer == "bpe" else 0
+    vocab = cfg.vocab_size if cfg.tokenizer != "byte" else 0
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     tok, stream = cached(("text-tokens", digest, cfg.tokenizer, vocab), lambda: _tokenize(text, cfg.tokenizer, vocab))
     cut = split_point(len(stream))

@@ -1,4 +1,5 @@
-"""Tokenizers with one interface: `ByteTokenizer` (UTF-8 bytes) and `BPETokenizer` (Hugging Face byte-level BPE).
+"""Tokenizers with one interface: `ByteTokenizer` (UTF-8 bytes), `BPETokenizer` (Hugging Face byte-level BPE) and
+`OwnBPETokenizer` (our byte-level BPE, `unigen.data.bpe`, saved in HF's tokenizer.json layout).
 
 Both have `encode(str) -> list[int]`, `decode(list[int]) -> str` (special ids are dropped), `vocab_size`,
 `bos_id`, `eos_id`, `pad_id`, and `save(dir)` which writes `dir/tokenizer.json`; `load_tokenizer(dir)` (also
@@ -10,11 +11,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from unigen.data.bpe import BytePairEncoding
 from unigen.errors import UserError
 from unigen.io import atomic_write_text
 
 FILENAME = "tokenizer.json"
-TOKENIZERS = ("byte", "bpe")   # the kinds `build_tokenizer` makes
+TOKENIZERS = ("byte", "bpe", "unigen-bpe")   # the kinds `build_tokenizer` makes: bpe is HF-trained, unigen-bpe ours
 MIN_BPE_VOCAB = 260            # the 256 bytes, BOS, EOS, PAD and at least one merge
 SPECIAL_TOKENS = ("<|bos|>", "<|eos|>", "<|pad|>")   # BPE spellings of BOS, EOS, PAD
 
@@ -114,6 +116,36 @@ class BPETokenizer(Tokenizer):
         return self.hf.to_str(pretty=True)
 
 
+class OwnBPETokenizer(Tokenizer):
+    """Our byte-level BPE (`unigen.data.bpe`): ids 0..255 are the bytes, 256.. the merges, then BOS, EOS, PAD."""
+
+    kind = "unigen-bpe"
+
+    def __init__(self, bpe: BytePairEncoding):
+        if tuple(bpe.specials) != SPECIAL_TOKENS:
+            raise UserError(f"BPE tokenizer has the special tokens {list(bpe.specials)}, not {list(SPECIAL_TOKENS)}")
+        self.bpe = bpe
+        self.bos_id, self.eos_id, self.pad_id = (bpe.specials[s] for s in SPECIAL_TOKENS)
+        self.vocab_size = bpe.vocab_size
+
+    @classmethod
+    def train(cls, text: str, vocab_size: int) -> "OwnBPETokenizer":
+        """Learn `vocab_size - 259` merges on `text` with `unigen.data.bpe.train`."""
+        if vocab_size < MIN_BPE_VOCAB:
+            raise UserError(f"BPE vocabulary size must be >= {MIN_BPE_VOCAB} (256 bytes, BOS, EOS, PAD and a merge), "
+                            f"got {vocab_size}")
+        return cls(BytePairEncoding.train(text, vocab_size, SPECIAL_TOKENS))
+
+    def encode(self, text: str) -> list[int]:
+        return self.bpe.encode_ordinary(text)   # "<|eos|>" typed in text is plain text, not the EOS id
+
+    def decode(self, ids: list[int]) -> str:
+        return self.bpe.decode([i for i in self._check_ids(ids) if i not in self.special_ids])
+
+    def _json(self) -> str:
+        return self.bpe.to_hf_json()
+
+
 def load_tokenizer(directory: str | Path) -> Tokenizer:
     """Read `directory/tokenizer.json` (or that file itself) written by `Tokenizer.save`."""
     path = Path(directory)
@@ -134,6 +166,12 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
             raise UserError(f"tokenizer file {path} is corrupt: byte tokenizer ids differ from 256/257/258/259")
         return want
     if isinstance(spec.get("model"), dict) and spec["model"].get("type") == "BPE":
+        try:
+            own = BytePairEncoding.from_hf_json(spec)   # None: not our id layout, so HF reads it
+            if own is not None:
+                return OwnBPETokenizer(own)
+        except (UserError, KeyError, TypeError, ValueError, AttributeError) as e:
+            raise UserError(f"tokenizer file {path} is corrupt: {e}") from None
         from tokenizers import Tokenizer as HFTokenizer
         try:
             hf = HFTokenizer.from_str(text)
@@ -147,9 +185,11 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
 
 
 def build_tokenizer(kind: str, text: str, vocab_size: int) -> Tokenizer:
-    """The tokenizer `data.tokenizer` names: "byte" (fixed) or "bpe" (trained on `text`)."""
+    """The tokenizer `data.tokenizer` names: "byte" (fixed), "bpe" (HF-trained) or "unigen-bpe" (ours), on `text`."""
     if kind == "byte":
         return ByteTokenizer()
     if kind == "bpe":
         return BPETokenizer.train(text, vocab_size)
+    if kind == "unigen-bpe":
+        return OwnBPETokenizer.train(text, vocab_size)
     raise UserError(f"data.tokenizer={kind!r} is not one of: {', '.join(TOKENIZERS)}")
