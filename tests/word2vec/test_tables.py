@@ -93,6 +93,18 @@ def test_huffman_lengths_are_optimal_by_brute_force(cn):
     assert cost == brute_force_optimal_cost(cn) == heap_huffman_cost(cn)
 
 
+def test_huffman_cost_is_optimal_on_random_counts():
+    g = torch.Generator().manual_seed(3)
+    for trial in range(40):
+        V = 6 if trial < 8 else 40
+        cn = sorted(torch.randint(1, 1000, (V,), generator=g).tolist(), reverse=True)
+        _, _, codelen = huffman(torch.tensor(cn))
+        cost = sum(c * l for c, l in zip(cn, codelen.tolist()))
+        assert cost == heap_huffman_cost(cn)
+        if V == 6:
+            assert cost == brute_force_optimal_cost(cn)
+
+
 def _paths(code, codelen):
     return ["".join(map(str, code[w, :n].tolist())) for w, n in enumerate(codelen.tolist())]
 

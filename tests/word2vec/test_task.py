@@ -1,6 +1,7 @@
 """The word2vec family end to end: the words dataset, training through fit and the CLI, exact resume, queries,
 bad input."""
 import json
+import math
 import shutil
 
 import pytest
@@ -12,6 +13,7 @@ from unigen.config import apply_overrides
 from unigen.data import load as load_data
 from unigen.data.words import WordsData, build_vocab, wikifil
 from unigen.errors import UserError
+from unigen.families.word2vec.presets import PRESETS
 from unigen.registry import TASKS, get_preset
 from unigen.run import train
 
@@ -82,6 +84,13 @@ def test_bad_settings_are_user_errors(override, message, tmp_path):
     cfg = apply_overrides(get_preset("text-word2vec"), [*SMALL, override])
     with pytest.raises(UserError, match=message):
         train(cfg, tmp_path / "run")
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_every_preset_trains_two_steps(preset, tmp_path):
+    cfg = apply_overrides(get_preset(preset), [*SMALL, "train.steps=2"])
+    result = train(cfg, tmp_path / "run")
+    assert result.step == 2 and math.isfinite(result.loss)
 
 
 def test_hierarchical_softmax_preset_builds_a_huffman_model():
