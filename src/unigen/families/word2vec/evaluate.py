@@ -116,12 +116,12 @@ def answer_query(m: Word2Vec, query: str, n: int = 10) -> dict:
 def save_pca(E: torch.Tensor, index: dict[str, int], sections, path: Path, pairs: int = 14) -> None:
     """2-D PCA of countries and their capitals, an arrow from each country to its capital (as Mikolov et al.
     2013b, Figure 2); the 60 most frequent words when fewer than 4 pairs are in the vocabulary."""
-    seen, links = [], []
+    links = []                                                                # (country, capital)
     for name, qs in sections:
         if name == "capital-common-countries":
-            for a, b, _, _ in qs:
-                if a in index and b in index and (a, b) not in links:
-                    links.append((b, a))                                      # (country, capital)
+            for capital, country in (p for q in qs for p in (q[:2], q[2:])):
+                if capital in index and country in index and (country, capital) not in links:
+                    links.append((country, capital))
     links = links[:pairs]
     seen = [w for link in links for w in link] if len(links) >= 4 else list(index)[:60]
     X = unit(E[torch.tensor([index[w] for w in seen])])

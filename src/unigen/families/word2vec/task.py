@@ -38,6 +38,10 @@ class Word2VecTask(Task):
         return Word2Vec(m, data_info["vocab"], data_info["counts"])
 
     def objectives(self, cfg: Config) -> list[Objective]:
+        if torch.distributed.is_available() and torch.distributed.is_initialized() \
+                and torch.distributed.get_world_size() > 1:   # each process would update its own copy, unsynced
+            raise UserError("word2vec trains in one process (its SGD updates the vectors in place); "
+                            "run it without accelerate launch / torchrun")
         return [Objective("sgd", partial(train_batch, alpha0=cfg.model.alpha0, steps=cfg.train.steps),
                           params=lambda model: [unwrap(model, Word2Vec, "a word2vec model").anchor],
                           with_step=True)]
