@@ -29,7 +29,8 @@ def cli(*args) -> int:
 
 
 def test_wikifil_keeps_visible_text_like_text8():
-    wiki = ("'''Anarchism''' is a [[political philosophy]]<ref>Kropotkin, 1910</ref> {{Citation needed|{{date}}}} "
+    wiki = ("'''Anarchism''' is a [[political philosophy]]<ref>Kropotkin, 1910</ref> "
+            "{{Citation needed|{{date}}}} "
             "of [[Self-governance|self governed]] societies in 1848 &amp; [[fr:Anarchisme]] [[Image:A.png|thumb|A cat]]")
     assert wikifil(wiki) == ("anarchism is a political philosophy of self governed societies in one eight four eight "
                              "a cat")
