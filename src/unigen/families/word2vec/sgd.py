@@ -67,10 +67,12 @@ def negative_targets(word: torch.Tensor, table: torch.Tensor, k: int, r: torch.T
 
 def huffman_targets(word: torch.Tensor, code: torch.Tensor, point: torch.Tensor, codelen: torch.Tensor):
     """Hierarchical softmax's outputs for predicting `word` (M,): the inner nodes on its Huffman path, label
-    1 - code (word2vec.c: `g = (1 - code - f) * alpha`). -> targets, labels, mask, each (M, max codelen)."""
-    L = code.shape[1]
-    mask = torch.arange(L, device=word.device) < codelen[word][:, None]
-    return point[word], 1.0 - code[word].float(), mask
+    1 - code (word2vec.c: `g = (1 - code - f) * alpha`). -> targets, labels, mask, each (M, longest codelen
+    among these words)."""
+    n = codelen[word]                                                         # (M,)
+    L = int(n.max()) if n.numel() else 1                                      # the longest path here, not overall
+    mask = torch.arange(L, device=word.device) < n[:, None]
+    return rows_of(point, word)[:, :L], 1.0 - rows_of(code, word)[:, :L].float(), mask
 
 
 def output_step(h: torch.Tensor, out: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor,
