@@ -2,9 +2,9 @@
 
 Corpora (`data.corpus`), all read from disk with no network:
 
-    enwiki   206 pages of English Wikipedia (a 2016 dump excerpt, ~6 MB of wikitext; redirects skipped) that ship
-             in gensim's wheel as test data; cleaned as text8 was (Matt Mahoney's `wikifil.pl`): visible text only, lower case,
-             digits spelt out, everything that is not a letter a space. About 0.9M words.
+    enwiki   206 pages of English Wikipedia (a 2016 dump excerpt, ~6 MB of wikitext; redirects skipped) that
+             ship in gensim's wheel as test data, cleaned as text8 was (Matt Mahoney's `wikifil.pl`): visible text
+             only, lower case, digits spelt out, everything that is not a letter a space. About 0.5M words.
     stdlib   the English of Python's `pydoc_data.topics` (~64k words): tiny, for smoke tests.
     (file)   `data.path`: any UTF-8 text, lower-cased, split into runs of letters.
 
