@@ -14,9 +14,9 @@ from unigen.task import samplers
 
 # Small overrides so each preset's smoke run takes seconds; sizes stay the preset's own unless listed.
 FAST = ["--train.steps=2", "--train.batch_size=8", "--train.progress=false", "--sample.n=4"]
-DATASETS = {"toy2d", "digits", "mnist", "text", "shapes"}
+DATASETS = {"toy2d", "digits", "mnist", "text", "shapes", "words"}
 SMOKE = {"toy2d": "toy2d-edm", "digits": "mlp-digits", "mnist": "vit-mnist", "text": "text-mdlm",
-         "shapes": "mlp-shapes"}
+         "shapes": "mlp-shapes", "words": "text-word2vec"}
 
 
 def cli(*args) -> int:

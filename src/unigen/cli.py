@@ -4,7 +4,7 @@
     unigen presets
     unigen train PRESET [--section.key=value ...] [--out DIR] [--resume | --overwrite] [--dry-run]
     unigen sample RUN_DIR [--sampler NAME] [--steps N] [--n N] [--seed S] [--guidance W] [--prompt TEXT]
-    unigen eval RUN_DIR [--json] [--nfe-sweep [--samplers A,B] [--budgets 5,10] [--n N] [--seeds 0,1]]
+    unigen eval RUN_DIR [--json] [--nfe-sweep [--samplers A,B] [--budgets 5,10] [--n N] [--seeds 0,1]] [--query Q]
     unigen demo [--out DIR]
     unigen tokenizer train FILE --vocab-size N --out DIR | unigen tokenizer encode DIR TEXT
 
@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--budgets", default="", help="--nfe-sweep: comma-separated NFE budgets (default 5,10,...,1000)")
     e.add_argument("--n", type=int, default=0, help="--nfe-sweep: samples per score (0 = the dataset's default)")
     e.add_argument("--seeds", default="", help="--nfe-sweep: comma-separated noise seeds, scores averaged")
+    e.add_argument("--query", default="", help="word2vec: nearest words to a word or to 'king - man + woman'")
 
     d = sub.add_parser("demo", help="the `make demo` job: train small image and text models, sample, plot")
     d.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
@@ -138,6 +139,7 @@ def _eval(args, extra) -> None:
     lists = (("samplers", args.samplers), ("budgets", args.budgets), ("seeds", args.seeds))
     kw = {k: v.split(",") for k, v in lists if v}
     kw.update({"n": args.n} if args.n else {})
+    kw.update({"query": args.query} if args.query else {})
     metrics = evaluate(args.run_dir, **({"nfe_sweep": True} if args.nfe_sweep else {}), **kw)
     if args.json:
         print(json.dumps(metrics))

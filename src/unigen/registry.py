@@ -13,17 +13,21 @@ from unigen.families.classify import task as classify
 from unigen.families.continuous_diffusion import presets as diffusion_presets
 from unigen.families.continuous_diffusion import task as diffusion
 from unigen.families.discrete_diffusion import task as discrete_family
+from unigen.families.word2vec import presets as word2vec_presets
+from unigen.families.word2vec import task as word2vec
 
 TASKS = {
     "classify": classify.TASK,
     "diffusion": diffusion.TASK,
     **discrete_family.TASKS,
+    "word2vec": word2vec.TASK,
 }
 
 PRESETS: dict[str, Callable[[], Config]] = {
     **classify_presets.PRESETS,
     **diffusion_presets.PRESETS,
     **discrete_family.PRESETS,
+    **word2vec_presets.PRESETS,
 }
 
 

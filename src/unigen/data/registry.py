@@ -13,6 +13,7 @@ from unigen.data.images import DigitsData, MnistData, load_digits, load_mnist
 from unigen.data.shapes import ShapesData, load_shapes
 from unigen.data.text import TextData, load_text
 from unigen.data.toy2d import Toy2dData, load_toy2d
+from unigen.data.words import WordsData, load_words
 from unigen.errors import UserError
 
 
@@ -62,6 +63,7 @@ DATASETS: dict[str, DatasetEntry] = {
     "mnist": DatasetEntry(MnistData, load_mnist),
     "text": DatasetEntry(TextData, load_text),
     "shapes": DatasetEntry(ShapesData, load_shapes),
+    "words": DatasetEntry(WordsData, load_words),
 }
 DEFAULT_DATASET = "toy2d"
 
