@@ -167,14 +167,16 @@ def sample(run_dir: str | Path, *, sampler: str = "", steps: int = 0, n: int = 0
 
 
 def evaluate(run_dir: str | Path, **kw) -> dict[str, Any]:
-    """Metrics of a trained run (also written to RUN/eval.json)."""
+    """Metrics of a trained run (also written to RUN/eval.json; a word2vec `query` is an answer, not metrics, and
+    leaves eval.json as it was)."""
     run_dir = Path(run_dir)
     cfg = read_config(run_dir)
     measure = require(get_task(cfg.task), "evaluate", cfg.task)
     model = load(run_dir)
     with torch.random.fork_rng(devices=[]):
         metrics = measure(model, cfg, run_dir=run_dir, **kw)
-    atomic_write_json(run_dir / "eval.json", jsonable(metrics))
+    if "query" not in kw:
+        atomic_write_json(run_dir / "eval.json", jsonable(metrics))
     return metrics
 
 

@@ -58,7 +58,9 @@ def test_trains_resumes_exactly_and_answers_queries(tmp_path, capsys):
     b = load_file(run / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert a["syn1neg"].abs().sum() > 0                                       # trained: output vectors left 0
+    (run / "eval.json").write_text('{"kept": 1}')
     assert cli("eval", str(tmp_path / "full"), "--query", "class - method + function", "--json") == 0
+    assert json.loads((run / "eval.json").read_text()) == {"kept": 1}                  # a query is not an eval
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert len(out["neighbours"]) == 10 and {"class", "method", "function"}.isdisjoint(w for w, _ in out["neighbours"])
     assert cli("eval", str(tmp_path / "full"), "--query", "class - zzyzx") == 2
