@@ -19,7 +19,7 @@ import torch
 
 from unigen.data import options
 from unigen.data.dataset import Dataset, check_split
-from unigen.data.images import MnistData, from_uint8, load_mnist, to_uint8
+from unigen.data.images import MNIST_SIDE, MnistData, from_uint8, load_mnist, to_uint8
 from unigen.data.tokenizer import ByteTokenizer
 from unigen.errors import UserError
 
@@ -33,6 +33,11 @@ class MnistPixelsData:
 
     def check(self) -> None:
         options.non_negative("data.image_size", self.image_size)
+
+    @property
+    def seq_len(self) -> int:
+        """Tokens per sequence (what the token models read as `data.seq_len`): the image's pixel count."""
+        return (self.image_size or MNIST_SIDE) ** 2
 
 
 def to_pixel_tokens(x: torch.Tensor) -> torch.Tensor:
