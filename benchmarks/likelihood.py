@@ -1,6 +1,7 @@
 """Bits per dimension of the 8-bit MNIST test images, one table across every family that has a likelihood.
 
-    python -m benchmarks.likelihood [--out DIR] [--steps 300] [--batch-size 32] [--test-n 1000] [--rows a,b] [--quick]
+    python -m benchmarks.likelihood [--out DIR] [--steps 150] [--batch-size 16] [--test-n 500] [--ode-n 128]
+                                    [--rows PRESET,...|baselines] [--quick]
 
 Every entry is bits/dim of the same 8-bit pixels (28 x 28 x 256 levels) on MNIST's test split, so the rows compare
 directly. What kind of number each is, is stated beside it:
@@ -72,10 +73,10 @@ ROWS = (
     Row("DDPM", "mnist-ddpm", "variational bound (Ho et al. L, 2 timesteps per image)",
         "CIFAR-10: 3.70 (Ho et al. 2020, L); 2.94 learned variances (Nichol & Dhariwal 2021)",
         eval_kw={"likelihood": "vlb", "n": "{test_n}"}),
-    Row("DDPM, probability-flow ODE", "mnist-ddpm", "ODE estimate (RK4 16 steps, Hutchinson, first 256 images)",
-        "CIFAR-10: 3.28 (Ho et al.'s model through the ODE, Song et al. 2021)", eval_kw={"likelihood": "ode", "n": 256}),
-    Row("EDM, probability-flow ODE", "mnist-edm", "ODE estimate (RK4 16 steps, Hutchinson, first 256 images)",
-        "CIFAR-10: 2.99 (Song et al. 2021, sub-VP ODE); VDM 2.65 (bound)", eval_kw={"likelihood": "ode", "n": 256}),
+    Row("DDPM, probability-flow ODE", "mnist-ddpm", "ODE estimate (RK4 16 steps, Hutchinson)",
+        "CIFAR-10: 3.28 (Ho et al.'s model through the ODE, Song et al. 2021)", eval_kw={"likelihood": "ode", "n": "{ode_n}"}),
+    Row("EDM, probability-flow ODE", "mnist-edm", "ODE estimate (RK4 16 steps, Hutchinson)",
+        "CIFAR-10: 2.99 (Song et al. 2021, sub-VP ODE); VDM 2.65 (bound)", eval_kw={"likelihood": "ode", "n": "{ode_n}"}),
 )
 
 
@@ -127,18 +128,19 @@ def train_row(preset: str, out: Path, args) -> dict:
     if (out / "model.safetensors").exists() and R.read_config(out).to_dict() == cfg.to_dict():
         log(f"reusing {out}")
         info = json.loads((out / "bench_train.json").read_text()) if (out / "bench_train.json").exists() else {}
-        return {"command": command, "train_seconds": info.get("train_seconds")}
+        return {"command": command, "train_seconds": info.get("train_seconds"), "reused": True}
     log(command)
     t0 = time.perf_counter()
     R.train(cfg, out, overwrite=out.exists())
     seconds = time.perf_counter() - t0
     (out / "bench_train.json").write_text(json.dumps({"train_seconds": seconds}))
-    return {"command": command, "train_seconds": seconds}
+    return {"command": command, "train_seconds": seconds, "reused": False}
 
 
 def eval_kw(row: Row, args) -> dict:
-    """The row's evaluate options with --test-n filled in; --quick caps the image counts at 16 and sets quick."""
-    kw = {k: (args.test_n if v == "{test_n}" else v) for k, v in row.eval_kw.items()}
+    """The row's evaluate options with --test-n / --ode-n filled in; --quick caps the image counts at 16 and sets quick."""
+    fill = {"{test_n}": args.test_n, "{ode_n}": args.ode_n}
+    kw = {k: fill.get(v, v) if isinstance(v, str) else v for k, v in row.eval_kw.items()}
     if args.quick:
         kw = {**{k: (min(v, 16) if k in ("n", "seqs") else v) for k, v in kw.items()}, "quick": True}
     return kw
@@ -147,14 +149,25 @@ def eval_kw(row: Row, args) -> dict:
 def measure_row(row: Row, args, out: Path) -> dict:
     if row.preset not in PRESETS:
         return {"status": row.missing}
-    trained = train_row(row.preset, out / "runs" / row.preset, args)
+    run_dir = out / "runs" / row.preset
+    trained = train_row(row.preset, run_dir, args)
     kw = eval_kw(row, args)
+    cache = run_dir / f"bench_eval_{_slug(row.label)}.json"
+    if trained["reused"] and cache.exists() and json.loads(cache.read_text()).get("eval_kw") == kw:
+        log(f"reusing {cache}")
+        return {**json.loads(cache.read_text()), **trained}
     t0 = time.perf_counter()
-    metrics = R.evaluate(out / "runs" / row.preset, **kw)
+    metrics = R.evaluate(run_dir, **kw)
     if "bits_per_dim" not in metrics:
         return {"status": f"its evaluate reports no bits_per_dim (keys: {', '.join(metrics)})", **trained}
-    return {"status": "ok", **trained, "eval_kw": kw, "eval_seconds": time.perf_counter() - t0, "metrics": metrics,
-            "bits_per_dim": metrics["bits_per_dim"], "bits_per_dim_se": metrics.get("bits_per_dim_se", 0.0)}
+    res = {"status": "ok", "eval_kw": kw, "eval_seconds": time.perf_counter() - t0, "metrics": metrics,
+           "bits_per_dim": metrics["bits_per_dim"], "bits_per_dim_se": metrics.get("bits_per_dim_se", 0.0)}
+    cache.write_text(json.dumps(res, indent=2))
+    return {**res, **trained}
+
+
+def _slug(label: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in label.lower())
 
 
 # ---- the table ---------------------------------------------------------------------------------------------------
@@ -194,16 +207,19 @@ def _int(v) -> str:
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.likelihood", description=__doc__.split("\n")[0])
     p.add_argument("--out", default="outputs/likelihood", help="folder for runs, likelihood.json, likelihood.md")
-    p.add_argument("--steps", type=int, default=300, help="optimiser steps of every trained row (default 300)")
-    p.add_argument("--batch-size", type=int, default=32, help="batch size of every trained row (default 32)")
-    p.add_argument("--test-n", type=int, default=1000,
-                   help="test images scored by the model rows, the first N of the split (default 1000)")
+    p.add_argument("--steps", type=int, default=150, help="optimiser steps of every trained row (default 150)")
+    p.add_argument("--batch-size", type=int, default=16, help="batch size of every trained row (default 16)")
+    p.add_argument("--test-n", type=int, default=500,
+                   help="test images scored by the model rows, the first N of the split (default 500)")
+    p.add_argument("--ode-n", type=int, default=128,
+                   help="test images of the ODE rows, the first N (default 128: each costs 64 network passes "
+                        "with gradients)")
     p.add_argument("--rows", default="", help="comma-separated presets (or 'baselines') to run; default all")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     p.add_argument("--quick", action="store_true", help="smoke run: 16 test images per model row")
     args = p.parse_args(argv)
-    if min(args.steps, args.batch_size, args.test_n, args.threads) < 1:
-        p.error("--steps, --batch-size, --test-n and --threads must be >= 1")
+    if min(args.steps, args.batch_size, args.test_n, args.ode_n, args.threads) < 1:
+        p.error("--steps, --batch-size, --test-n, --ode-n and --threads must be >= 1")
     return args
 
 

@@ -18,6 +18,7 @@ import unigen.config
 from unigen.config import Config, DataConfig, apply_overrides, validate
 from unigen.data import (DATASETS, DatasetEntry, Dataset, DigitsData, MnistData, ShapesData, TextData, Toy2dData, load,
                          make_options)
+from unigen.data import MnistPixelsData
 from unigen.errors import UserError
 from unigen.registry import TASKS, get_preset
 from unigen.run import check_resumable, read_config
@@ -54,7 +55,8 @@ def error(fn) -> str:
 
 def test_registry_entries_and_exported_classes():
     assert {n: e.options for n, e in DATASETS.items()} == {"toy2d": Toy2dData, "digits": DigitsData,
-                                                           "mnist": MnistData, "text": TextData, "shapes": ShapesData}
+                                                           "mnist": MnistData, "text": TextData, "shapes": ShapesData,
+                                                           "mnist-pixels": MnistPixelsData}
     for name, entry in DATASETS.items():
         opts = entry.options()
         assert opts.name == name and own_fields(entry.options)[0] == "name"
@@ -71,7 +73,7 @@ def test_compatibility_factory_returns_the_dataset_class():
     assert DataConfig(name="toy2d", toy="checkerboard") == Toy2dData(toy="checkerboard")
     msg = error(lambda: DataConfig(name="mnist", toy="rings"))
     assert msg == "dataset 'mnist' has no option 'toy'; it has name, image_size"
-    assert error(lambda: DataConfig(name="nope")) == "data.name='nope' is not one of: toy2d, digits, mnist, text, shapes"
+    assert error(lambda: DataConfig(name="nope")) == "data.name='nope' is not one of: toy2d, digits, mnist, text, shapes, mnist-pixels"
 
 
 def test_load_rejects_unknown_or_mismatched_options():
@@ -197,7 +199,7 @@ def test_unknown_data_key_lists_only_the_current_datasets_keys():
 
 def test_unknown_dataset_name_is_an_error():
     assert error(lambda: apply_overrides(get_preset("mnist-edm"), ["data.name=imagenet"])) == \
-        "data.name='imagenet' is not one of: toy2d, digits, mnist, text, shapes"
+        "data.name='imagenet' is not one of: toy2d, digits, mnist, text, shapes, mnist-pixels"
 
 
 # ---- config.json --------------------------------------------------------------------------------------------

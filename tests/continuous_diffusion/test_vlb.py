@@ -157,3 +157,18 @@ def test_prior_term_and_bad_input():
         ddpm_vlb(lambda x, n: x, x0, AB_LINEAR, n_t=0)
     with pytest.raises(UserError):
         ddpm_vlb(lambda x, n: x, x0, AB_LINEAR[:1])
+
+
+def test_monte_carlo_sum_equals_the_full_sum_when_the_terms_do_not_depend_on_noise():
+    """A point mass denoised exactly with sigma_t^2 = beta_t: mu_theta = mu_tilde, so every KL term is the variance
+    mismatch alone, the same for every x_t. With T = 2 the only diffusion level is t = 2: the Monte-Carlo estimate
+    (T - 1) * mean must equal the full sum exactly (a wrong factor or a level-0 draw shows here)."""
+    ab = alpha_bar_from_betas(torch.tensor([0.01, 0.3], dtype=F64))
+    x0 = LEVELS[[5, 250]][None].repeat(6, 1)
+    f = lambda x_t, n: x0.float()                                      # noqa: E731
+    full = ddpm_vlb(f, x0, ab, full=True, variance="large", generator=torch.Generator().manual_seed(0))
+    mc = ddpm_vlb(f, x0, ab, n_t=3, variance="large", generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(mc["diffusion"], full["diffusion"])
+    beta2, tilde2 = 0.3, 0.3 * 0.01 / (1 - 0.99 * 0.7)
+    ref = 2 * 0.5 * (math.log(beta2 / tilde2) + tilde2 / beta2 - 1)     # two dimensions
+    torch.testing.assert_close(full["diffusion"], torch.full((6,), ref, dtype=F64))

@@ -338,16 +338,21 @@ def likelihood(model, cfg: Config, *, kind: str, quick: bool = False, n: int = 0
     return {**out, **{k: v.mean().item() for k, v in per.items()}}
 
 
+def ddpm_x0_fn(D, alpha_bar: Tensor, cond: dict):
+    """vlb.py's x0_fn from a denoiser in EDM variables: native x_t at DDPM level n is s (x0 + sigma_n eps) with
+    s = sqrt(abar_n), sigma_n = sqrt((1 - abar_n) / abar_n), so x0_hat = D(x_t / s, sigma_n)."""
+    sigmas = vp_sigma_from_alpha_bar(alpha_bar)
+
+    def x0_fn(x_t: Tensor, n: Tensor) -> Tensor:
+        s = alpha_bar[n].sqrt().float().reshape(-1, *([1] * (x_t.ndim - 1)))
+        return D(x_t / s, sigmas[n].float(), **cond)
+    return x0_fn
+
+
 def _vlb_batch(D, net, x0: Tensor, cond: dict, n_t: int, g: torch.Generator) -> dict[str, Tensor]:
     ab = net.schedule.alpha_bar.to(x0.device)
-    sigmas = vp_sigma_from_alpha_bar(ab)
-
-    def x0_fn(x_t: Tensor, n: Tensor) -> Tensor:                      # native x_t at level n -> x0_hat
-        s = ab[n].sqrt().float().reshape(-1, *([1] * (x_t.ndim - 1)))
-        return D(x_t / s, sigmas[n].float(), **cond)
-
     with torch.no_grad():
-        r = ddpm_vlb(x0_fn, x0, ab, n_t=n_t, generator=g)
+        r = ddpm_vlb(ddpm_x0_fn(D, ab, cond), x0, ab, n_t=n_t, generator=g)
     d_ln2 = x0[0].numel() * math.log(2)
     return {"bits_per_dim": r["bits_per_dim"], "prior_bpd": r["prior"] / d_ln2, "diffusion_bpd": r["diffusion"] / d_ln2,
             "decoder_bpd": r["decoder"] / d_ln2, "n_t": torch.full_like(r["nll"], n_t)}
