@@ -161,8 +161,8 @@ def test_prior_term_and_bad_input():
 
 def test_monte_carlo_sum_equals_the_full_sum_when_the_terms_do_not_depend_on_noise():
     """A point mass denoised exactly with sigma_t^2 = beta_t: mu_theta = mu_tilde, so every KL term is the variance
-    mismatch alone, the same for every x_t. With T = 2 the only diffusion level is t = 2: the Monte-Carlo estimate
-    (T - 1) * mean must equal the full sum exactly (a wrong factor or a level-0 draw shows here)."""
+    mismatch alone, the same for every x_t. With T = 2 the only diffusion level is t = 2 (q = 1): the Monte-Carlo
+    estimate must equal the full sum exactly (a wrong weight or a level-0 draw shows here)."""
     ab = alpha_bar_from_betas(torch.tensor([0.01, 0.3], dtype=F64))
     x0 = LEVELS[[5, 250]][None].repeat(6, 1)
     f = lambda x_t, n: x0.float()                                      # noqa: E731

@@ -18,8 +18,11 @@ Notation (indices are 0-based: level n of a length-T `alpha_bar` is Ho's t = n +
     alpha_bar   (T,) cumulative products, alpha_bar[n] = abar_{n+1}
     x_t         native noisy sample sqrt(abar) x0 + sqrt(1 - abar) eps
     x0_fn       (x_t (B, ...), n (B,) long) -> x0_hat (B, ...): the model's estimate of x0
-The sum over t is estimated without bias by (T - 1) L_{t-1} at t ~ U{2..T} (`n_t` draws per image), or summed
-exactly with `full=True` (T network calls per image).
+The sum over t is estimated without bias by importance sampling, L_{t-1} / q(t) at t ~ q with q(t) proportional to
+1 / (t - 1) on 2..T (`n_t` draws per image): the terms of a trained model fall roughly as 1/t, so the ratio is
+nearly constant and the estimate's variance small (uniform t, as in Ho et al.'s training, gave a standard error of
+0.4 bits/dim at 2 draws on 500 MNIST images; Nichol & Dhariwal 2021, Sec. 3.3, importance-sample t for the same
+reason). Or the sum is exact with `full=True` (T network calls per image).
 """
 from __future__ import annotations
 
@@ -135,7 +138,7 @@ def vlb_terms(x0_fn: X0Fn, x0: Tensor, n: Tensor, alpha_bar: Tensor, *, variance
 def ddpm_vlb(x0_fn: X0Fn, x0: Tensor, alpha_bar: Tensor, *, n_t: int = 1, full: bool = False,
              variance: str = "large", clip: bool = False, generator: torch.Generator | None = None) -> dict:
     """Ho et al. 2020, Eq. 5: the bound L per image (B,) nats, with L_T and L_0 exact and the sum over t = 2..T
-    either exact (`full`: T - 1 network calls) or estimated by (T - 1) times the mean of `n_t` terms at t ~ U{2..T}.
+    either exact (`full`: T - 1 network calls) or the mean of `n_t` importance-weighted terms L_{t-1} / q(t).
 
     Returns {"nll": (B,), "prior": (B,), "decoder": (B,), "diffusion": (B,), "mc_se": (B,) standard error of the
     estimate of the sum (0 when full), "bits_per_dim": (B,) = nll / (d ln 2)}; x0 must hold 8-bit levels in [-1, 1].
@@ -147,17 +150,21 @@ def ddpm_vlb(x0_fn: X0Fn, x0: Tensor, alpha_bar: Tensor, *, n_t: int = 1, full: 
     T, B = len(alpha_bar), x0.shape[0]
     zeros = torch.zeros(B, dtype=torch.long, device=x0.device)
     decoder = vlb_terms(x0_fn, x0, zeros, alpha_bar, variance=variance, clip=clip, generator=generator)
+    q = 1.0 / torch.arange(1, T, dtype=torch.float64, device=x0.device)   # proposal over levels 1..T-1, ~ 1/t
+    q = q / q.sum()
     if full:
         levels = [zeros + k for k in range(1, T)]
     else:
-        levels = [torch.randint(1, T, (B,), generator=generator, device=x0.device) for _ in range(n_t)]
+        idx = torch.multinomial(q, n_t * B, replacement=True, generator=generator).view(n_t, B)   # (K, B)
+        levels = list(idx + 1)
     terms = torch.stack([vlb_terms(x0_fn, x0, n, alpha_bar, variance=variance, clip=clip, generator=generator)
                          for n in levels])                               # (K, B)
     if full:
         diffusion, se = terms.sum(0), torch.zeros(B, dtype=terms.dtype, device=x0.device)
     else:
-        diffusion = (T - 1) * terms.mean(0)
-        se = (T - 1) * terms.std(0) / math.sqrt(n_t) if n_t > 1 else torch.full_like(diffusion, math.nan)
+        est = terms / q[torch.stack(levels) - 1]                        # (K, B) unbiased for the sum, each
+        diffusion = est.mean(0)
+        se = est.std(0) / math.sqrt(n_t) if n_t > 1 else torch.full_like(diffusion, math.nan)
     prior = prior_kl(x0, alpha_bar)
     nll = prior + diffusion + decoder
     return {"nll": nll, "prior": prior, "decoder": decoder, "diffusion": diffusion, "mc_se": se,
