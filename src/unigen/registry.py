@@ -13,6 +13,7 @@ from unigen.families.classify import task as classify
 from unigen.families.continuous_diffusion import presets as diffusion_presets
 from unigen.families.continuous_diffusion import task as diffusion
 from unigen.families.discrete_diffusion import task as discrete_family
+from unigen.families.discrete_diffusion import presets as discrete_presets
 
 TASKS = {
     "classify": classify.TASK,
@@ -24,6 +25,7 @@ PRESETS: dict[str, Callable[[], Config]] = {
     **classify_presets.PRESETS,
     **diffusion_presets.PRESETS,
     **discrete_family.PRESETS,
+    **discrete_presets.PIXEL_PRESETS,
 }
 
 
