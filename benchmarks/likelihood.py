@@ -70,7 +70,7 @@ ROWS = (
         eval_kw={"seqs": "{test_n}"}),
     Row("masked diffusion (MDLM) over pixels", "mnist-pixel-mdlm", "variational bound (NELBO, 2 masks per image)",
         "CIFAR-10: D3PM absorbing 4.40, D3PM Gaussian 3.44 (Austin et al. 2021)", eval_kw={"seqs": "{test_n}", "mc": 2}),
-    Row("DDPM", "mnist-ddpm", "variational bound (Ho et al. L, 2 timesteps per image)",
+    Row("DDPM", "mnist-ddpm", "variational bound (Ho et al. L; 2 timesteps per image, q(t) ~ 1/t)",
         "CIFAR-10: 3.70 (Ho et al. 2020, L); 2.94 learned variances (Nichol & Dhariwal 2021)",
         eval_kw={"likelihood": "vlb", "n": "{test_n}"}),
     Row("DDPM, probability-flow ODE", "mnist-ddpm", "ODE estimate (RK4 16 steps, Hutchinson)",
