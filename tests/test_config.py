@@ -244,7 +244,7 @@ def test_data_section_errors_in_config_json():
     def load_data(data):
         return lambda: Config.from_dict({"data": data}, TinyModel)
     assert error(load_data({"name": "imagenet"})) == "config.json: data.name='imagenet' is not one of: toy2d, " \
-                                                     "digits, mnist, text, shapes"
+                                                     "digits, mnist, text, shapes, mnist-pixels"
     assert "data.name=['mnist'] is not one of" in error(load_data({"name": ["mnist"]}))
     assert error(load_data({"name": "mnist", "colour": 1})) == "config.json has an unknown key 'data.colour'"
     assert error(load_data({"name": "mnist", "image_size": "8"})) == \
