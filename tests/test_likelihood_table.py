@@ -132,6 +132,8 @@ def test_diffusion_likelihood_eval_and_its_errors():
     out = TASKS["diffusion"].evaluate(net, cfg, run_dir=None, likelihood="vlb", n=4)
     assert out["images"] == 4 and out["bits_per_dim"] == pytest.approx(
         out["prior_bpd"] + out["diffusion_bpd"] + out["decoder_bpd"], rel=1e-9)
+    ode = TASKS["diffusion"].evaluate(net, cfg, run_dir=None, likelihood="ode", n=2, ode_steps=2)
+    assert ode["nfe"] == 8 and ode["ode_steps"] == 2 and math.isfinite(ode["bits_per_dim"]) and ode["images"] == 2
     cfg_edm, edm = _diffusion("mnist-edm")
     with pytest.raises(UserError, match="DDPM"):
         TASKS["diffusion"].evaluate(edm, cfg_edm, run_dir=None, likelihood="vlb", n=2)
