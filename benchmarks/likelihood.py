@@ -194,7 +194,8 @@ def markdown(rows: list[tuple[Row, dict]], args, command: str) -> str:
              "| model | preset | kind of number | bits/dim ± s.e. | test images | budget (steps x batch) | literature, full scale |",
              "|---|---|---|---|---|---|---|"]
     for row, r in rows:
-        images = r.get("images") or r.get("metrics", {}).get("images") or r.get("metrics", {}).get("seqs") or ""
+        m = r.get("metrics", {})
+        images = r.get("images") or m.get("images") or m.get("seqs") or m.get("n_eval") or ""   # per family
         lines.append(f"| {row.label} | {row.preset or '-'} | {row.kind} | {_cell(r)} | {_int(images)} | "
                      f"{_budget(r, args)} | {row.literature} |")
     return "\n".join(lines) + "\n"
