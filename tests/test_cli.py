@@ -14,9 +14,10 @@ from unigen.task import samplers
 
 # Small overrides so each preset's smoke run takes seconds; sizes stay the preset's own unless listed.
 FAST = ["--train.steps=2", "--train.batch_size=8", "--train.progress=false", "--sample.n=4"]
-DATASETS = {"toy2d", "digits", "mnist", "text", "shapes", "words"}
+DATASETS = {"toy2d", "digits", "mnist", "text", "shapes", "words", "mnist-pixels"}
 SMOKE = {"toy2d": "toy2d-edm", "digits": "mlp-digits", "mnist": "vit-mnist", "text": "text-mdlm",
-         "shapes": "mlp-shapes", "words": "text-word2vec"}
+         "shapes": "mlp-shapes", "words": "text-word2vec", "mnist-pixels": "mnist-pixel-ar"}
+SMALLER = {"mnist-pixel-ar": ["--data.image_size=8"]}   # eval scores every test image: 64 pixels each, not 784
 
 
 def cli(*args) -> int:
@@ -33,7 +34,7 @@ def test_presets_cover_every_dataset():
 @pytest.mark.parametrize("preset", sorted(SMOKE.values()))
 def test_preset_trains_two_steps_and_evaluates(preset, tmp_path, capsys):
     out = tmp_path / "run"
-    assert cli("train", preset, "--out", str(out), *FAST) == 0
+    assert cli("train", preset, "--out", str(out), *FAST, *SMALLER.get(preset, [])) == 0
     assert (out / "config.json").exists() and (out / "model.safetensors").exists()
     capsys.readouterr()
     task = TASKS[get_preset(preset).task]

@@ -18,6 +18,7 @@ import unigen.config
 from unigen.config import Config, DataConfig, apply_overrides, validate
 from unigen.data import (DATASETS, DatasetEntry, Dataset, DigitsData, MnistData, ShapesData, TextData, Toy2dData, load,
                          make_options)
+from unigen.data import MnistPixelsData
 from unigen.data.words import WordsData
 from unigen.errors import UserError
 from unigen.registry import TASKS, get_preset
@@ -56,7 +57,7 @@ def error(fn) -> str:
 def test_registry_entries_and_exported_classes():
     assert {n: e.options for n, e in DATASETS.items()} == {"toy2d": Toy2dData, "digits": DigitsData,
                                                            "mnist": MnistData, "text": TextData, "shapes": ShapesData,
-                                                           "words": WordsData}
+                                                           "words": WordsData, "mnist-pixels": MnistPixelsData}
     for name, entry in DATASETS.items():
         opts = entry.options()
         assert opts.name == name and own_fields(entry.options)[0] == "name"
@@ -74,7 +75,7 @@ def test_compatibility_factory_returns_the_dataset_class():
     msg = error(lambda: DataConfig(name="mnist", toy="rings"))
     assert msg == "dataset 'mnist' has no option 'toy'; it has name, image_size"
     assert error(lambda: DataConfig(name="nope")) == \
-        "data.name='nope' is not one of: toy2d, digits, mnist, text, shapes, words"
+        "data.name='nope' is not one of: toy2d, digits, mnist, text, shapes, words, mnist-pixels"
 
 
 def test_load_rejects_unknown_or_mismatched_options():
@@ -200,7 +201,7 @@ def test_unknown_data_key_lists_only_the_current_datasets_keys():
 
 def test_unknown_dataset_name_is_an_error():
     assert error(lambda: apply_overrides(get_preset("mnist-edm"), ["data.name=imagenet"])) == \
-        "data.name='imagenet' is not one of: toy2d, digits, mnist, text, shapes, words"
+        "data.name='imagenet' is not one of: toy2d, digits, mnist, text, shapes, words, mnist-pixels"
 
 
 # ---- config.json --------------------------------------------------------------------------------------------
@@ -245,7 +246,7 @@ def test_data_section_errors_in_config_json():
     def load_data(data):
         return lambda: Config.from_dict({"data": data}, TinyModel)
     assert error(load_data({"name": "imagenet"})) == "config.json: data.name='imagenet' is not one of: toy2d, " \
-                                                     "digits, mnist, text, shapes, words"
+                                                     "digits, mnist, text, shapes, words, mnist-pixels"
     assert "data.name=['mnist'] is not one of" in error(load_data({"name": ["mnist"]}))
     assert error(load_data({"name": "mnist", "colour": 1})) == "config.json has an unknown key 'data.colour'"
     assert error(load_data({"name": "mnist", "image_size": "8"})) == \

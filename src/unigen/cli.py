@@ -66,9 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="image diffusion: quality against number of function evaluations for every sampler")
     e.add_argument("--samplers", default="", help="--nfe-sweep: comma-separated samplers (default: the method's)")
     e.add_argument("--budgets", default="", help="--nfe-sweep: comma-separated NFE budgets (default 5,10,...,1000)")
-    e.add_argument("--n", type=int, default=0, help="--nfe-sweep: samples per score (0 = the dataset's default)")
+    e.add_argument("--n", type=int, default=0, help="--nfe-sweep: samples per score; --likelihood: test images (0 = the default)")
     e.add_argument("--seeds", default="", help="--nfe-sweep: comma-separated noise seeds, scores averaged")
     e.add_argument("--query", default="", help="word2vec: nearest words to a word or to 'king - man + woman'")
+    e.add_argument("--likelihood", default="", choices=("", "vlb", "ode"),
+                   help="diffusion: bits/dim of the first --n 8-bit test images, DDPM's variational bound (vlb) or "
+                        "the probability-flow ODE (ode)")
 
     d = sub.add_parser("demo", help="the `make demo` job: train small image and text models, sample, plot")
     d.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
@@ -140,6 +143,7 @@ def _eval(args, extra) -> None:
     kw = {k: v.split(",") for k, v in lists if v}
     kw.update({"n": args.n} if args.n else {})
     kw.update({"query": args.query} if args.query else {})
+    kw.update({"likelihood": args.likelihood} if args.likelihood else {})
     metrics = evaluate(args.run_dir, **({"nfe_sweep": True} if args.nfe_sweep else {}), **kw)
     if args.json:
         print(json.dumps(metrics))

@@ -12,6 +12,7 @@ from unigen.families.classify import presets as classify_presets
 from unigen.families.classify import task as classify
 from unigen.families.continuous_diffusion import presets as diffusion_presets
 from unigen.families.continuous_diffusion import task as diffusion
+from unigen.families.discrete_diffusion import presets as discrete_presets
 from unigen.families.discrete_diffusion import task as discrete_family
 from unigen.families.word2vec import presets as word2vec_presets
 from unigen.families.word2vec import task as word2vec
@@ -28,6 +29,7 @@ PRESETS: dict[str, Callable[[], Config]] = {
     **diffusion_presets.PRESETS,
     **discrete_family.PRESETS,
     **word2vec_presets.PRESETS,
+    **discrete_presets.PIXEL_PRESETS,
 }
 
 

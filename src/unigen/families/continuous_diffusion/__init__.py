@@ -15,6 +15,8 @@ Everything speaks one language: x = s(t) (x0 + sigma(t) eps) with a denoiser D(x
     noise.py       noise sources for stochastic steps: gaussian (a generator), brownian (torchsde's Brownian tree)
     likelihood.py  ode_nll (exact or Hutchinson trace, RK4 by default), nll_report, native_nll, bits_per_dim,
                    dequantize
+    vlb.py         DDPM's variational bound (Ho et al. 2020, Eq. 5) with the discretised Gaussian decoder:
+                   ddpm_vlb, vlb_terms, q_posterior, discretized_gaussian_log_likelihood, normal_kl
     guidance.py    guided(D, y, null_id, scale): classifier-free guidance
     analytic.py    Gaussian / GaussianMixture with exact denoisers (test oracles)
 """
@@ -24,6 +26,8 @@ from unigen.families.continuous_diffusion.grids import (ddpm_sigmas, ddpm_timest
 from unigen.families.continuous_diffusion.guidance import cfg_combine, guided
 from unigen.families.continuous_diffusion.likelihood import bits_per_dim, dequantize, native_nll, nll_report, ode_nll
 from unigen.families.continuous_diffusion.noise import brownian_noise, gaussian_noise
+from unigen.families.continuous_diffusion.vlb import (ddpm_vlb, discretized_gaussian_log_likelihood, normal_kl, q_posterior,
+                                                      vlb_terms)
 from unigen.families.continuous_diffusion.losses import (ddpm_loss, drop_labels, dsm_loss, edm_loss, edm_weight, flow_matching_loss,
                                      min_snr_weight)
 from unigen.families.continuous_diffusion.precond import PARAMETERIZATIONS, append_dims, c_in, c_out, c_skip, make_denoiser
@@ -37,6 +41,7 @@ __all__ = [
     "polyexponential_sigmas", "subvp_sigmas", "ve_sigmas", "vp_sigmas",
     "cfg_combine", "guided",
     "bits_per_dim", "dequantize", "native_nll", "nll_report", "ode_nll", "brownian_noise", "gaussian_noise",
+    "ddpm_vlb", "discretized_gaussian_log_likelihood", "normal_kl", "q_posterior", "vlb_terms",
     "ddpm_loss", "drop_labels", "dsm_loss", "edm_loss", "edm_weight", "flow_matching_loss", "min_snr_weight",
     "PARAMETERIZATIONS", "append_dims", "c_in", "c_out", "c_skip", "make_denoiser",
     "SAMPLERS", "Sampler", "get_sampler", "invert_ddim", "nfe",

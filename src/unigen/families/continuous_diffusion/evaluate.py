@@ -11,6 +11,9 @@ this n, since Frechet distances and SWD are biased upwards by a finite sample.
 
 `run_sweep` scores every sampler of the model's method at every NFE budget on the same samples' noise seed and
 writes RUN/nfe_sweep/{nfe_sweep.md, nfe_sweep.json, nfe_sweep.png}.
+
+`likelihood` gives bits/dim of the 8-bit test images instead: DDPM's variational bound (vlb.py) or the
+probability-flow ODE density of the dequantised images (likelihood.py), each an upper bound on the discrete NLL.
 """
 from __future__ import annotations
 
@@ -24,10 +27,14 @@ import torch
 from torch import Tensor
 
 from unigen.config import Config
-from unigen.data import load, sample_toy2d
+from unigen.data import from_uint8, load, sample_toy2d, to_uint8
 from unigen.errors import UserError
-from unigen.families.continuous_diffusion.network import METHODS, check_sampler, generate, unwrap
+from unigen.families.continuous_diffusion.grids import karras_sigmas
+from unigen.families.continuous_diffusion.likelihood import bits_per_dim, dequantize, ode_nll
+from unigen.families.continuous_diffusion.network import METHODS, check_sampler, denoiser, generate, unwrap
 from unigen.families.continuous_diffusion.samplers import SAMPLERS, nfe
+from unigen.families.continuous_diffusion.schedules import DiscreteVP, vp_sigma_from_alpha_bar
+from unigen.families.continuous_diffusion.vlb import ddpm_vlb
 from unigen.io import atomic_write_json, atomic_write_text
 from unigen.metrics import sample_quality as metrics
 from unigen.metrics.features import ensure_feature_net, mnist_features, mnist_predict, weights_path
@@ -278,3 +285,83 @@ def _plot(rows: list[dict], names: list[str], metric: str, path: Path, floor: fl
         ax.set_ylabel(metric)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
+
+
+# ---- likelihood on the test split: bits/dim of 8-bit images -------------------------------------------------------
+
+LIKELIHOODS = ("vlb", "ode")
+LIKELIHOOD_OPTIONS = ("n", "batch_size", "seed", "n_t", "ode_steps")
+NLL_IMAGES = {"vlb": (64, 0), "ode": (8, 256)}       # test images scored (quick, full); 0 = the whole test split
+
+
+def test_images(cfg: Config, n: int) -> Tensor:
+    """The first n (0: all) test images, which must be 8-bit levels 2k/255 - 1 (bits/dim is of 8-bit data)."""
+    if cfg.data.name == "toy2d":
+        raise UserError("bits/dim needs 8-bit image data; toy2d is continuous")
+    x = load(cfg.data, "test").tensors["x"]
+    x = x[:n] if n else x
+    if not torch.equal(from_uint8(to_uint8(x)), x):
+        raise UserError(f"bits/dim needs 8-bit images (levels 2k/255 - 1); {cfg.data.name} with these options "
+                        f"is not (resized, or fewer levels)")
+    return x
+
+
+def likelihood(model, cfg: Config, *, kind: str, quick: bool = False, n: int = 0, batch_size: int = 64,
+               seed: int = 0, n_t: int = 2, ode_steps: int = 16) -> dict[str, float]:
+    """Mean bits/dim of 8-bit test images and its standard error over images (`bits_per_dim_se`, which includes
+    the Monte-Carlo noise): kind "vlb", DDPM's variational bound (vlb.ddpm_vlb, `n_t` timesteps per image; DDPM
+    models only; an upper bound on the discrete NLL), or "ode", the probability-flow ODE density of the uniformly
+    dequantised image at sigma_min (likelihood.ode_nll: RK4 on `ode_steps` Karras steps, one Rademacher probe),
+    + 7 bits for the 2/256 cells (an upper bound on the discrete NLL in expectation over the dequantisation, up to
+    the solver's and the prior's error). Images: the first `n` (default NLL_IMAGES). Class-conditional models are
+    scored unconditionally (the null label)."""
+    if kind not in LIKELIHOODS:
+        raise UserError(f"unknown likelihood {kind!r}; choose one of: {', '.join(LIKELIHOODS)}")
+    net = unwrap(model)
+    if kind == "vlb" and not isinstance(net.schedule, DiscreteVP):
+        raise UserError(f"the DDPM variational bound needs a DDPM model (discrete VP schedule), not method "
+                        f"{net.config.method}; use the ode likelihood")
+    x_all = test_images(cfg, n or NLL_IMAGES[kind][quick])
+    device = next(net.parameters()).device
+    g = torch.Generator(device).manual_seed(seed)
+    D = denoiser(model)
+    cond = lambda b: {"y": torch.full((b,), net.num_classes, device=device)} if net.num_classes else {}  # noqa: E731
+    parts: list[dict] = []
+    for i in range(0, len(x_all), batch_size):
+        x0 = x_all[i:i + batch_size].to(device)
+        parts.append(_vlb_batch(D, net, x0, cond(len(x0)), n_t, g) if kind == "vlb" else
+                     _ode_batch(D, net, x0, cond(len(x0)), ode_steps, g))
+    per = {k: torch.cat([p[k] for p in parts]).double() for k in parts[0]}
+    bpd = per.pop("bits_per_dim")
+    out = {"bits_per_dim": bpd.mean().item(), "bits_per_dim_se": (bpd.std() / math.sqrt(len(bpd))).item(),
+           "images": float(len(bpd))}
+    return {**out, **{k: v.mean().item() for k, v in per.items()}}
+
+
+def ddpm_x0_fn(D, alpha_bar: Tensor, cond: dict):
+    """vlb.py's x0_fn from a denoiser in EDM variables: native x_t at DDPM level n is s (x0 + sigma_n eps) with
+    s = sqrt(abar_n), sigma_n = sqrt((1 - abar_n) / abar_n), so x0_hat = D(x_t / s, sigma_n)."""
+    sigmas = vp_sigma_from_alpha_bar(alpha_bar)
+
+    def x0_fn(x_t: Tensor, n: Tensor) -> Tensor:
+        s = alpha_bar[n].sqrt().float().reshape(-1, *([1] * (x_t.ndim - 1)))
+        return D(x_t / s, sigmas[n].float(), **cond)
+    return x0_fn
+
+
+def _vlb_batch(D, net, x0: Tensor, cond: dict, n_t: int, g: torch.Generator) -> dict[str, Tensor]:
+    ab = net.schedule.alpha_bar.to(x0.device)
+    with torch.no_grad():
+        r = ddpm_vlb(ddpm_x0_fn(D, ab, cond), x0, ab, n_t=n_t, generator=g)
+    d_ln2 = x0[0].numel() * math.log(2)
+    return {"bits_per_dim": r["bits_per_dim"], "prior_bpd": r["prior"] / d_ln2, "diffusion_bpd": r["diffusion"] / d_ln2,
+            "decoder_bpd": r["decoder"] / d_ln2, "n_t": torch.full_like(r["nll"], n_t)}
+
+
+def _ode_batch(D, net, x0: Tensor, cond: dict, steps: int, g: torch.Generator) -> dict[str, Tensor]:
+    s = net.schedule
+    grid = karras_sigmas(steps + 1, s.sigma_min, s.sigma_max)[:-1].flip(0).to(x0.device)   # increasing, steps + 1
+    x = dequantize(x0, generator=g)
+    r = ode_nll(lambda x_, sigma: D(x_, sigma, **cond), x, grid, trace="hutchinson", generator=g)
+    return {"bits_per_dim": bits_per_dim(r["nll"], x0[0].numel()), "nfe": torch.full_like(r["nll"], r["nfe"]),
+            "ode_steps": torch.full_like(r["nll"], steps)}

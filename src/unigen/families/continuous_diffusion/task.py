@@ -115,9 +115,17 @@ class DiffusionTask(Task):
                 **({"guidance": scale} if net.num_classes else {})}
 
     def evaluate(self, model: nn.Module, cfg: Config, *, run_dir: Path, quick: bool = False,
-                 nfe_sweep: bool = False, **kw) -> dict[str, float]:
+                 nfe_sweep: bool = False, likelihood: str = "", **kw) -> dict[str, float]:
         """Sample quality with the run's sampler, or with nfe_sweep=True the NFE sweep, which takes `samplers`,
-        `budgets`, `n` and `seeds` (tuples, or the CLI's strings; see evaluate.sweep_options)."""
+        `budgets`, `n` and `seeds` (tuples, or the CLI's strings; see evaluate.sweep_options), or with
+        likelihood="vlb" | "ode" bits/dim of the first `n` test images (evaluate.likelihood, which takes its options)."""
+        if likelihood:
+            if nfe_sweep:
+                raise UserError("choose either the NFE sweep or a likelihood, not both")
+            extra = [k for k in kw if k not in evaluate.LIKELIHOOD_OPTIONS]
+            if extra:
+                raise UserError(f"the likelihood eval has no option(s) {', '.join(extra)}")
+            return evaluate.likelihood(model, cfg, kind=likelihood, quick=quick, **kw)
         sweep_kw = {k: kw.pop(k) for k in ("samplers", "budgets", "n", "seeds") if k in kw}
         if kw or (sweep_kw and not nfe_sweep):
             raise UserError(f"diffusion eval has no option(s) {', '.join([*kw, *sweep_kw])}"

@@ -84,7 +84,11 @@ def heldout(lm: DiscreteLM, bound: Bound, data, *, seqs: int, mc: int, batch_siz
     x0 = data.batch(torch.arange(S))["ids"].to(next(lm.parameters()).device)  # (S, T)
     torch.manual_seed(seed)
     nll, mc_se = bound(lm, x0, mc, batch_size)  # (S,), (S,)
-    n_bytes = sum(len(data.tokenizer.decode(row).encode("utf-8")) for row in x0.tolist())
+    pixels = bool(data.info.get("pixels"))  # one token = one 8-bit pixel = one dimension (data/pixels.py)
+    n_bytes = x0.numel() if pixels else sum(len(data.tokenizer.decode(row).encode("utf-8")) for row in x0.tolist())
     out = summarize(nll, torch.full_like(nll, x0.shape[1]), mc_se=mc_se, n_bytes=n_bytes)
-    return {**{k: out[k] for k in SUMMARY}, "seqs": S, "mc_samples": 0 if exact else mc, "tokens": S * x0.shape[1],
+    metrics = {k: out[k] for k in SUMMARY}
+    if pixels:  # bits per byte of pixels is bits/dim, with its standard error
+        metrics.update(bits_per_dim=metrics.pop("bits_per_byte"), bits_per_dim_se=out["se"] / math.log(2))
+    return {**metrics, "seqs": S, "mc_samples": 0 if exact else mc, "tokens": S * x0.shape[1],
             "exact": float(exact)}, nll
