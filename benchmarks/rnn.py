@@ -98,7 +98,8 @@ def text(out: Path, budget: float, only: list[str]) -> list[dict]:
         m = evaluate(run)
         lm = unwrap(load(run))
         row = {"model": name, "params": sum(p.numel() for p in lm.parameters() if p.requires_grad),
-               "width": lm.net.cfg.dim if hasattr(lm.net.cfg, "dim") else lm.net.cfg.hidden, "steps": steps, "cpu_s_per_step": per_step,
+               "width": lm.net.cfg.dim if hasattr(lm.net.cfg, "dim") else lm.net.cfg.hidden, "steps": steps,
+               "cpu_s_per_step": per_step,
                "train_cpu_s": cpu, "bits_per_byte": m["bits_per_byte"], "se_nats": m["se"],
                "stream_bits_per_byte": stream_bits_per_byte(run) if preset == "text-lstm" else None}
         print(json.dumps(row), flush=True)
@@ -206,7 +207,8 @@ def main() -> None:
     p.add_argument("what", choices=["text", "adding", "copy", "speed", "unigram"])
     p.add_argument("--out", default="/tmp/rnn_bench", help="run directories and results.json")
     p.add_argument("--budget", type=float, default=150.0, help="text: CPU seconds of training per model")
-    p.add_argument("--only", default="", help="text: comma-separated row keys (transformer,lstm,lstm-carry,gru,rnn_tanh)")
+    p.add_argument("--only", default="", help="text: comma-separated row keys (transformer, lstm, lstm-carry, gru, "
+                                              "rnn_tanh)")
     p.add_argument("--steps", type=int, default=1500, help="adding/copy: training steps per run")
     p.add_argument("--lengths", default="25,50,100,200", help="adding/copy: comma-separated T")
     p.add_argument("--cells", default="rnn_tanh,lstm,gru", help="adding/copy: cells")

@@ -109,7 +109,8 @@ class _WrittenOut:
         if not 0 <= recurrent_dropout < 1:
             raise UserError(f"recurrent_dropout must be in [0, 1), got {recurrent_dropout}")
         if recurrent_dropout and impl == "torch":
-            raise UserError("recurrent_dropout needs the written-out cells (impl=auto or cells); torch's kernel has none")
+            raise UserError("recurrent_dropout needs the written-out cells (impl=auto or cells); "
+                            "torch's kernel has none")
         self.forget_bias, self.orthogonal = forget_bias, orthogonal
         self.recurrent_dropout, self.impl = recurrent_dropout, impl
 
@@ -189,7 +190,8 @@ class _WrittenOut:
             for d in range(D):
                 sfx = f"_l{layer}" + ("_reverse" if d else "")
                 w_ih, w_hh = getattr(self, "weight_ih" + sfx), getattr(self, "weight_hh" + sfx)
-                b_ih, b_hh = (getattr(self, "bias_ih" + sfx), getattr(self, "bias_hh" + sfx)) if self.bias else (None, None)
+                b_ih = getattr(self, "bias_ih" + sfx) if self.bias else None
+                b_hh = getattr(self, "bias_hh" + sfx) if self.bias else None
                 s0 = tuple(s[layer * D + d] for s in state0)
                 out, fin = scan(cell, F.linear(data, w_ih, b_ih), batch_sizes, s0, w_hh, b_hh, reverse=bool(d),
                                 h_mask=self._recurrent_mask(s0[0]))
