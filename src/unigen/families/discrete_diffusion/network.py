@@ -16,8 +16,10 @@ from torch import Tensor, nn
 
 from unigen.errors import UserError
 from unigen.families.discrete_diffusion import noise as N
+from unigen.families.discrete_diffusion.ar import ar_loss
 from unigen.families.discrete_diffusion.samplers import BlockDenoiser, CausalDenoiser, MaskedDenoiser, ScoreDenoiser
 from unigen.families.discrete_diffusion.sedd import GRAPHS
+from unigen.models.rnn import RECURRENT_CELLS, RecurrentLM, RecurrentLMConfig, RecurrentState, hidden_for_params
 from unigen.models.text import TEXT_SIZES, TextTransformer, text_config
 from unigen.task import unwrap as _unwrap
 
@@ -33,6 +35,12 @@ class DiscreteLMConfig:
     beta: float = 0.3           # bd3: training mask rates t ~ U[beta, omega] (BD3-LM's clipped schedule)
     omega: float = 0.8
     dropout: float = 0.0
+    backbone: str = "transformer"  # transformer | lstm | gru | rnn_tanh | rnn_relu (recurrent: causal, so AR only)
+    hidden: int = 0             # recurrent width H; 0 = the H whose parameter count is nearest the transformer's
+    layers: int = 2             # recurrent layers
+    unit_forget_bias: bool = False  # LSTM forget-gate bias 1 (Keras' default; PyTorch's init has none)
+    orthogonal: bool = False    # orthogonal recurrent weights W_hh (per gate block)
+    carry_state: bool = False   # recurrent AR: truncated BPTT over contiguous streams, state carried across batches
 
 
 class DiscreteLM(nn.Module):
@@ -62,6 +70,12 @@ class DiscreteLM(nn.Module):
     def peek(self, cache):
         return self.net.peek(cache)
 
+    def enable_carry(self, batch_size: int) -> None:
+        """A persistent buffer `carry` (n_state, L, B, H) for the recurrent state carried from one training batch to
+        the next: it is saved in every checkpoint, so a resumed run continues from the very same state."""
+        net = self.net
+        self.register_buffer("carry", torch.zeros(net.n_state, net.cfg.layers, batch_size, net.cfg.hidden))
+
 
 def unwrap(model: nn.Module) -> DiscreteLM:
     """The DiscreteLM inside a DDP / compile wrapper."""
@@ -86,6 +100,10 @@ def check_network(cfg, data_info: dict, method: str) -> None:
         raise UserError(f"model.graph={m.graph!r} is not one of: {', '.join(GRAPHS)}")
     if not 0 <= m.dropout < 1:
         raise UserError(f"model.dropout must be in [0, 1), got {m.dropout}")
+    if m.backbone != "transformer" and m.backbone not in RECURRENT_CELLS:
+        raise UserError(f"model.backbone={m.backbone!r} is not one of: transformer, {', '.join(RECURRENT_CELLS)}")
+    if m.hidden < 0 or m.layers <= 0:
+        raise UserError(f"model.hidden must be >= 0 and model.layers > 0, got {m.hidden}, {m.layers}")
 
 
 def build_network(m: DiscreteLMConfig, data_info: dict, method: str, *, causal: bool) -> DiscreteLM:
@@ -94,9 +112,56 @@ def build_network(m: DiscreteLMConfig, data_info: dict, method: str, *, causal: 
     sizes = {"depth": m.depth} if m.depth else {}
     if m.dim:
         sizes.update(dim=m.dim, n_heads=m.dim // 64)
-    net = TextTransformer(text_config(m.size, V + 1, causal=causal, time_cond=m.time_cond, dropout=m.dropout,
-                                      **sizes))
+    tcfg = text_config(m.size, V + 1, causal=causal, time_cond=m.time_cond, dropout=m.dropout, **sizes)
+    net = TextTransformer(tcfg) if m.backbone == "transformer" else build_recurrent(m, tcfg, causal)
     return DiscreteLM(net, method, m, mask_id=V, bos_id=data_info["bos_id"])
+
+
+def build_recurrent(m: DiscreteLMConfig, tcfg, causal: bool) -> RecurrentLM:
+    """The recurrent LM of `m.backbone`; width m.hidden, or (0) the one matching the parameter count of the
+    transformer `tcfg` (built on the meta device only to be counted)."""
+    if not causal:
+        raise UserError(f"model.backbone={m.backbone} reads left to right: use it with the autoregressive method "
+                        "(--task=ar)")
+    if m.unit_forget_bias and m.backbone != "lstm":
+        raise UserError(f"model.unit_forget_bias applies to the LSTM only, not model.backbone={m.backbone}")
+    hidden = m.hidden
+    if not hidden:
+        with torch.device("meta"):
+            target = sum(p.numel() for p in TextTransformer(tcfg).parameters())
+        hidden = hidden_for_params(target, m.backbone, tcfg.vocab_size, m.layers)
+    return RecurrentLM(RecurrentLMConfig(tcfg.vocab_size, cell=m.backbone, hidden=hidden, layers=m.layers,
+                                         dropout=m.dropout, forget_bias=1.0 if m.unit_forget_bias else None,
+                                         orthogonal=m.orthogonal))
+
+
+# ----------------------------------------------------------------------------- truncated BPTT over carried state
+def stream_windows(step: int, n: int, batch_size: int) -> tuple[Tensor, bool]:
+    """Zaremba et al. 2014's batching, made stateless: the n training windows, in corpus order, are cut into B
+    streams of n // B consecutive windows; step k reads window k mod (n // B) of every stream, so row b continues
+    row b of step k - 1. Returns the window indices (B,) and whether the streams restart here (fresh state)."""
+    per = n // batch_size
+    j = step % per
+    return torch.arange(batch_size) * per + j, j == 0
+
+
+def carried_ar_loss(model: nn.Module, lm: DiscreteLM, windows: Tensor, step: int) -> Tensor:
+    """Truncated BPTT (Williams & Peng 1990) with the state carried across batches: the AR loss of step `step`'s
+    stream windows (B, T), starting from the final state of step - 1 (`lm.carry`, detached: gradients stop at
+    the window's start) and predicting its first token from the previous window's last one (BOS at a restart).
+    The final state is stored back in `lm.carry`. windows (N, T): every training window in corpus order."""
+    B = lm.carry.shape[2]
+    idx, fresh = stream_windows(step, windows.shape[0], B)
+    x = windows[idx].to(lm.carry.device)  # (B, T)
+    if fresh:
+        prev, state = x.new_full((B,), lm.bos_id), None
+    else:
+        prev, state = windows[idx - 1, -1].to(x.device), tuple(s.clone() for s in lm.carry)  # (B,), (L, B, H) each
+    cache = RecurrentState(B, state)
+    nats = ar_loss(partial(model, cache=cache), torch.cat([prev[:, None], x], dim=1), mask_id=lm.mask_id)
+    with torch.no_grad():
+        lm.carry.copy_(torch.stack(cache.state))
+    return nats
 
 
 # ------------------------------------------------------------------------------------ the network as a denoiser

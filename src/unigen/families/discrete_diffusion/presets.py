@@ -49,8 +49,15 @@ def text_ar() -> Config:
     return _text("ar", "text-ar")
 
 
+def text_lstm() -> Config:
+    """Autoregressive 2-layer LSTM on Python's docs: width 444 (its parameter count matched to text-ar's, 3.28M),
+    same data and budget as text-ar. `--model.backbone=gru|rnn_tanh|rnn_relu` swaps the cell at equal parameters;
+    `--model.carry_state=true` trains with truncated BPTT over contiguous streams (benchmarks/rnn.md)."""
+    return _text("ar", "text-lstm", backbone="lstm")
+
+
 PRESETS = {"text-ar": text_ar, "text-mdlm": text_mdlm, "text-sedd": text_sedd, "text-bd3-4": text_bd3_4,
-           "text-bd3-16": text_bd3_16}
+           "text-bd3-16": text_bd3_16, "text-lstm": text_lstm}
 
 
 # The pixel presets (benchmarks/likelihood.py): MNIST as 784 8-bit pixel tokens in raster order (data.name=mnist-pixels)

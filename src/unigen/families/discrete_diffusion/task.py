@@ -29,14 +29,15 @@ from unigen.families.discrete_diffusion.evaluate import (EVAL_MC, QUICK_MC, QUIC
                                                          bound_sedd, heldout, nll_ar)
 from unigen.families.discrete_diffusion.masked import mdlm_loss
 from unigen.families.discrete_diffusion.network import (DiscreteLM, DiscreteLMConfig, block_denoiser, build_network,
-                                                        causal_denoiser, check_network, masked_denoiser,
-                                                        score_denoiser, unwrap, with_bos)
+                                                        carried_ar_loss, causal_denoiser, check_network,
+                                                        masked_denoiser, score_denoiser, unwrap, with_bos)
 from unigen.families.discrete_diffusion.presets import PRESETS  # noqa: F401  (the registry reads it here)
 from unigen.families.discrete_diffusion.samplers import SAMPLERS, options
 from unigen.families.discrete_diffusion.sedd import sedd_loss
 from unigen.families.discrete_diffusion.watch import Watch, render
 from unigen.io import atomic_write_text
 from unigen.task import Task
+from unigen.train import Objective
 
 
 # ---------------------------------------------------------------------------------------------------------- losses
@@ -128,6 +129,24 @@ METHODS = {
 }
 
 
+def _check_carry(cfg: Config, lm: DiscreteLM) -> None:
+    """Carried state needs a recurrent network (so the AR method), one micro-batch per step, one process."""
+    if not hasattr(lm.net, "n_state"):
+        raise UserError(f"model.carry_state needs a recurrent model.backbone, got {cfg.model.backbone}")
+    if cfg.train.grad_accum != 1:
+        raise UserError(f"model.carry_state needs train.grad_accum=1 (each step continues the last), got "
+                        f"{cfg.train.grad_accum}")
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        raise UserError("model.carry_state runs in one process (the streams are not split across ranks)")
+
+
+def _all_windows(cfg: Config) -> Tensor:
+    """Every training window (N, T), in corpus order."""
+    data = load_data(cfg.data, "train")
+    return data.batch(torch.arange(len(data)))["ids"]
+
+
 # -------------------------------------------------------------------------------------------------------- sampling
 NEUTRAL = {"guidance": 1.0, "use_cache": True, "temperature": 1.0}  # Task.sample's sampler options, at "off"
 
@@ -161,7 +180,21 @@ class DiscreteLMTask(Task):
     def build(self, cfg: Config, data_info: dict) -> nn.Module:
         check_network(cfg, data_info, self.method)
         self.spec.check(cfg.model, data_info)
-        return build_network(cfg.model, data_info, self.method, causal=self.spec.causal)
+        lm = build_network(cfg.model, data_info, self.method, causal=self.spec.causal)
+        if cfg.model.carry_state:
+            _check_carry(cfg, lm)
+            lm.enable_carry(cfg.train.batch_size)
+        return lm
+
+    def objectives(self, cfg: Config):
+        """`fit`'s objective: the method's loss; with model.carry_state, `network.carried_ar_loss` over the training
+        windows in corpus order, as B contiguous streams (the loop's own shuffled batch is then unused; the data
+        position is still the step count, and the carried state is a buffer saved in every checkpoint)."""
+        if not cfg.model.carry_state:
+            return self.loss
+        windows = _all_windows(cfg)
+        return [Objective("main", lambda model, batch, step: carried_ar_loss(model, unwrap(model), windows, step),
+                          with_step=True)]
 
     def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
         return self.spec.loss(model, unwrap(model), batch["ids"])
