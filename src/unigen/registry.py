@@ -13,17 +13,21 @@ from unigen.families.classify import task as classify
 from unigen.families.continuous_diffusion import presets as diffusion_presets
 from unigen.families.continuous_diffusion import task as diffusion
 from unigen.families.discrete_diffusion import task as discrete_family
+from unigen.families.normalizing_flows import presets as flows_presets
+from unigen.families.normalizing_flows import task as flows_task
 
 TASKS = {
     "classify": classify.TASK,
     "diffusion": diffusion.TASK,
     **discrete_family.TASKS,
+    "normalizing_flows": flows_task.TASK,
 }
 
 PRESETS: dict[str, Callable[[], Config]] = {
     **classify_presets.PRESETS,
     **diffusion_presets.PRESETS,
     **discrete_family.PRESETS,
+    **flows_presets.PRESETS,
 }
 
 
