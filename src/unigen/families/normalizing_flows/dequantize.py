@@ -27,10 +27,13 @@ def reduce_bits(k8: Tensor, n_bits: int) -> Tensor:
 
 
 def dequantize(k: Tensor, n_bins: int, u: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
-    """y = (k + u) / n_bins in [0, 1) with u ~ U[0, 1) (drawn from `generator` or torch's RNG unless given)."""
+    """y = (k + u) / n_bins in [0, 1) with u ~ U[0, 1) (drawn from `generator` or torch's RNG unless given).
+
+    In float32, k + u rounds to k + 1 for u within 2^-16 of 1 (at k = 255), which would put y = 1 on the cube's
+    far boundary, outside [0, 1) (logit(1) = inf); y is kept at most 1 - 2^-24, the largest float32 below 1."""
     if u is None:
         u = torch.rand(k.shape, generator=generator, device=k.device)
-    return (k.float() + u) / n_bins
+    return ((k.float() + u) / n_bins).clamp(max=1 - 2 ** -24)
 
 
 def quantize(y: Tensor, n_bins: int) -> Tensor:

@@ -74,12 +74,14 @@ class InvConv1x1(nn.Module):
 
     def __init__(self, channels: int, lu: bool = False):
         super().__init__()
-        w = torch.linalg.qr(torch.randn(channels, channels))[0]               # (C, C) orthogonal
+        # (C, C) orthogonal; LAPACK returns Q (and L, U below) column-major: made contiguous, because an optimizer
+        # state that follows a transposed layout is restored transposed by a flat checkpoint (resume would drift)
+        w = torch.linalg.qr(torch.randn(channels, channels))[0].contiguous()
         self.lu = lu
         if not lu:
             self.weight = nn.Parameter(w)
             return
-        P, L, U = torch.linalg.lu(w)
+        P, L, U = (t.contiguous() for t in torch.linalg.lu(w))
         s = torch.diagonal(U)
         self.register_buffer("P", P)
         self.register_buffer("sign_s", torch.sign(s))

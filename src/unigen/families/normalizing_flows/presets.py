@@ -7,11 +7,11 @@ from unigen.families.normalizing_flows.network import FlowConfig
 
 
 def _mnist(arch: str, **model) -> Config:
-    """Equal budget for the three: 800 steps of batch 64, Adam 1e-3 with warm-up, no weight decay."""
+    """Equal budget for the three: 600 steps of batch 64, Adam 1e-3 with warm-up, no weight decay."""
     return Config(task="normalizing_flows", preset=f"mnist-{arch}", data=MnistData(),
                   model=FlowConfig(arch=arch, **model),
-                  train=TrainConfig(steps=800, batch_size=64, lr=1e-3, warmup_steps=100, ema_decay=0.999,
-                                    grad_clip=50.0, ckpt_every=400, log_every=50),
+                  train=TrainConfig(steps=600, batch_size=64, lr=1e-3, warmup_steps=100, ema_decay=0.999,
+                                    grad_clip=50.0, ckpt_every=300, log_every=50),
                   sample=SampleConfig(sampler="ancestral", n=100))
 
 
