@@ -36,8 +36,9 @@ def _pair(scale: str, parity: int):
     mask = torch.arange(D) % 2 == parity                    # zuko: True = the conditioning part
     if scale == "additive":
         univariate, shapes, out = AdditiveTransform, ((),), 1
-    elif scale == "tanh":   # x exp(c tanh(h)) + t with c = 1 at init: zuko's affine map with log-scale tanh(h)
-        univariate = lambda t, h: AffineTransform(t, torch.exp(torch.tanh(h)))  # noqa: E731
+    elif scale == "tanh":   # x exp(c tanh(h)) + t, c a learned scale per transformed entry (random here)
+        c = torch.rand(D - n_a) + 0.5
+        univariate = lambda t, h: AffineTransform(t, torch.exp(c * torch.tanh(h)))  # noqa: E731
         shapes, out = ((), ()), 2
     else:                   # Glow: (x + t) sigmoid(h + 2) = x sigmoid(h + 2) + t sigmoid(h + 2)
         univariate = lambda t, h: AffineTransform(t * torch.sigmoid(h + 2), torch.sigmoid(h + 2))  # noqa: E731
@@ -45,6 +46,9 @@ def _pair(scale: str, parity: int):
     theirs = GeneralCouplingTransform(D, mask=mask, univariate=univariate, shapes=shapes, hidden_features=(16, 16))
     ours = Coupling(MLP(n_a, (D - n_a) * out, 16, 2), (D,), "alternate", parity, scale)
     _copy_mlp(ours.net, theirs.hyper)
+    if scale == "tanh":
+        with torch.no_grad():
+            ours.c.copy_(c)
     return ours, theirs
 
 
