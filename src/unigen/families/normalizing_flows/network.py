@@ -26,6 +26,7 @@ from unigen.families.normalizing_flows.priors import LearnedPrior, SplitPrior, S
 
 ARCHS = ("nice", "realnvp", "glow")
 PRIORS = {"nice": "logistic", "realnvp": "gaussian", "glow": "learned"}
+PREPROCESS = {"nice": "none", "realnvp": "logit", "glow": "shift"}
 
 
 @dataclass
@@ -40,7 +41,9 @@ class FlowConfig:
     prior: str = ""             # gaussian | logistic | learned ("" = the paper's: nice logistic, realnvp
                                 # gaussian, glow learned)
     n_bits: int = 8             # images: bits per pixel of the modelled data (n_bins = 2^n_bits; Glow also used 5)
-    logit_alpha: float = 0.05   # realnvp on images: alpha of the logit pre-processing
+    preprocess: str = ""        # images: none | shift (y - 1/2) | logit ("" = the paper's: nice none, realnvp
+                                # logit, glow shift)
+    logit_alpha: float = 0.05   # alpha of the logit pre-processing
     temperature: float = 1.0    # default sampling temperature (`unigen sample --temperature` overrides)
 
 
@@ -53,6 +56,8 @@ def check(m: FlowConfig) -> None:
     for name in ("hidden", "depth", "couplings", "levels", "flow_steps"):
         if getattr(m, name) < 1:
             raise UserError(f"model.{name} must be >= 1, got {getattr(m, name)}")
+    if m.preprocess not in ("", "none", "shift", "logit"):
+        raise UserError(f"model.preprocess={m.preprocess!r} is not one of: none, shift, logit (or '' for the paper's)")
     if not 1 <= m.n_bits <= 8:
         raise UserError(f"model.n_bits must be in 1..8, got {m.n_bits}")
     if not 0 <= m.logit_alpha < 0.5:
@@ -72,13 +77,21 @@ def build_flow(m: FlowConfig, shape: tuple[int, ...]) -> FlowModel:
         raise UserError(f"normalizing flows model vectors (D,) or images (C, H, W), got examples of shape {shape}")
     if m.arch == "nice":
         d = shape[0] * shape[1] * shape[2]
-        return FlowModel([[Flatten(shape), *vector_layers(m, d)]], [_prior(m, (d,), top=True)], shape)
+        layers = [*_preprocess(m), Flatten(shape), *vector_layers(m, d)]
+        return FlowModel([layers], [_prior(m, (d,), top=True)], shape)
     squeezes = m.levels if m.arch == "glow" else m.levels - 1
     if shape[1] % 2 ** squeezes or shape[2] % 2 ** squeezes:
         raise UserError(f"model.levels={m.levels}: {m.arch} squeezes {squeezes} times, so the image side must "
                         f"divide by {2 ** squeezes}; got {shape[1]}x{shape[2]} (lower model.levels)")
     scales, priors = (_glow if m.arch == "glow" else _realnvp)(m, shape)
+    scales[0][:0] = _preprocess(m)
     return FlowModel(scales, priors, shape)
+
+
+def _preprocess(m: FlowConfig) -> list[nn.Module]:
+    """The map from dequantised pixels y in [0, 1) to the flow's input (its log|det| counts in bits/dim)."""
+    kind = m.preprocess or PREPROCESS[m.arch]
+    return {"none": [], "shift": [Shift(-0.5)], "logit": [LogitTransform(m.logit_alpha)]}[kind]
 
 
 def vector_layers(m: FlowConfig, d: int) -> list[nn.Module]:
@@ -113,7 +126,7 @@ def _realnvp(m: FlowConfig, shape: tuple[int, int, int]):
     C, H, W = shape
     scales, priors = [], []
     for s in range(m.levels):
-        layers: list[nn.Module] = [LogitTransform(m.logit_alpha)] if s == 0 else []
+        layers: list[nn.Module] = []
         last = s == m.levels - 1
         for i in range(4 if last else 3):
             layers.append(Coupling(ConvNet(C, 2 * C, m.hidden, actnorm=False), (C, H, W), "checkerboard", i % 2, "tanh"))
@@ -135,8 +148,7 @@ def _glow(m: FlowConfig, shape: tuple[int, int, int]):
     C, H, W = shape
     scales, priors = [], []
     for level in range(m.levels):
-        layers: list[nn.Module] = [Shift(-0.5)] if level == 0 else []
-        layers.append(Squeeze())
+        layers: list[nn.Module] = [Squeeze()]
         C, H, W = 4 * C, H // 2, W // 2
         for _ in range(m.flow_steps):
             net = ConvNet(C // 2, 2 * (C - C // 2), m.hidden, actnorm=True)
