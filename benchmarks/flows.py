@@ -36,10 +36,10 @@ ARCHS = ("nice", "realnvp", "glow")
 def _train_eval(cfg, out: Path) -> dict:
     if (out / "eval.json").exists():
         return read_json(out / "eval.json") | read_json(out / "train_time.json")
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     result = run.train(cfg, out, overwrite=True)
-    seconds = time.perf_counter() - t
-    atomic_write_json(out / "train_time.json", {"train_seconds": seconds, "steps": result.step})
+    seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
+    atomic_write_json(out / "train_time.json", {"train_seconds": seconds, "train_cpu_seconds": cpu, "steps": result.step})
     t = time.perf_counter()
     metrics = run.evaluate(out)
     metrics["eval_seconds"] = time.perf_counter() - t
@@ -66,15 +66,39 @@ def toy_table(results: dict) -> list[str]:
     return lines
 
 
+def step_times(names: list[str], steps: int, out: Path) -> dict:
+    """Wall and CPU seconds per training step of each preset over `steps` steps (after one warm-up step), run
+    one after another in this process: on a shared machine the CPU time is the steadier number."""
+    times = {}
+    for name in names:
+        cfg = apply_overrides(get_preset(name), [f"train.steps={steps + 1}", "train.progress=false",
+                                                 f"train.ckpt_every={steps + 1}"])
+        run.train(apply_overrides(get_preset(name), ["train.steps=1", "train.progress=false"]), out / name,
+                  overwrite=True)                                          # warm-up: data loading, allocation
+        t, cpu = time.perf_counter(), time.process_time()
+        run.train(cfg, out / name, overwrite=True)
+        times[name] = {"wall_per_step": (time.perf_counter() - t) / (steps + 1),
+                       "cpu_per_step": (time.process_time() - cpu) / (steps + 1),
+                       "preset_steps": get_preset(name).train.steps}
+    return times
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.flows", description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="folder for runs, results.json and flows.md")
     p.add_argument("--presets", default="mnist-nice,mnist-realnvp,mnist-glow", help="MNIST presets ('' = none)")
     p.add_argument("--toys", default="checkerboard,8gaussians,rings", help="toy2d sets with an exact density")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    p.add_argument("--time-steps", type=int, default=0,
+                   help="only time N training steps of each MNIST preset (wall and CPU seconds per step)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
+    if args.time_steps:
+        times = step_times([n for n in args.presets.split(",") if n], args.time_steps, out / "timing")
+        atomic_write_json(out / "step_times.json", times)
+        print(json.dumps(times, indent=1))
+        return
     mnist = {name: _train_eval(get_preset(name), out / "runs" / name) for name in filter(None, args.presets.split(","))}
     toys = {}
     for toy in filter(None, args.toys.split(",")):
