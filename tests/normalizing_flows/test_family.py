@@ -164,3 +164,11 @@ def test_bad_model_settings_are_user_errors(override, message):
     cfg = apply_overrides(get_preset("mnist-glow"), [override])
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(".", r"\.")):
         TASK.build(cfg, {"shape": (1, 28, 28)})
+
+
+def test_toy_without_closed_form_density_reports_nll_only(tmp_path):
+    cfg = _cfg("toy2d-nice", "train.steps=2", "data.toy=moons")
+    run.train(cfg, tmp_path / "run")
+    metrics = run.evaluate(tmp_path / "run")
+    assert "kl" not in metrics and math.isfinite(metrics["nll"]) and metrics["n_eval"] == 10_000
+    assert (tmp_path / "run" / "figures" / "density.png").stat().st_size > 0
