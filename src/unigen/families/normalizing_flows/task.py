@@ -1,7 +1,7 @@
 """Normalizing flows (NICE, RealNVP, Glow) as a unigen family: exact log-likelihood training on dequantised images
 or on toy2d points, temperature sampling, bits/dim on the test split.
 
-    loss       images: bits/dim (dequantisation.py's bound) of y = (k + u) / 2^n_bits; toy2d: -log p(x) in nats
+    loss       images: bits/dim (dequantize.py's bound) of y = (k + u) / 2^n_bits; toy2d: -log p(x) in nats
     sample     `ancestral`: latents from the priors at `temperature`, then the exact inverse
     evaluate   images: bits_per_dim (+ se, nll_nats, n_eval) on the test split, and (not quick) the pictures
                RUN/figures/samples_T{0.5,0.7,1.0}.png and reconstruction.png; toy2d: kl to the exact density,
