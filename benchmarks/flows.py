@@ -39,7 +39,8 @@ def _train_eval(cfg, out: Path) -> dict:
     t, cpu = time.perf_counter(), time.process_time()
     result = run.train(cfg, out, overwrite=True)
     seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
-    atomic_write_json(out / "train_time.json", {"train_seconds": seconds, "train_cpu_seconds": cpu, "steps": result.step})
+    atomic_write_json(out / "train_time.json",
+                      {"train_seconds": seconds, "train_cpu_seconds": cpu, "steps": result.step})
     t = time.perf_counter()
     metrics = run.evaluate(out)
     metrics["eval_seconds"] = time.perf_counter() - t

@@ -83,7 +83,8 @@ def test_multiscale_models_factor_out_half_per_scale():
 def test_actnorm_data_dependent_init_normalises_the_first_batch_and_only_it():
     torch.manual_seed(0)
     layer = ActNorm(3).train()
-    x = torch.randn(64, 3, 5, 5) * torch.tensor([0.5, 2.0, 7.0]).view(1, 3, 1, 1) + torch.tensor([1.0, -3.0, 0.2]).view(1, 3, 1, 1)
+    sd, mean = torch.tensor([0.5, 2.0, 7.0]).view(1, 3, 1, 1), torch.tensor([1.0, -3.0, 0.2]).view(1, 3, 1, 1)
+    x = torch.randn(64, 3, 5, 5) * sd + mean
     z, logdet = layer(x)
     torch.testing.assert_close(z.mean((0, 2, 3)), torch.zeros(3), atol=1e-5, rtol=0)
     torch.testing.assert_close(z.std((0, 2, 3), unbiased=False), torch.ones(3), atol=1e-4, rtol=0)

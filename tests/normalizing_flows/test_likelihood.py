@@ -68,7 +68,8 @@ def test_dequantised_cubes_tile_the_unit_cube():
     for n_bits in (8, 5, 1):
         n_bins = 2 ** n_bits
         k = reduce_bits(torch.arange(256), n_bits)
-        assert k.min() == 0 and k.max() == n_bins - 1 and torch.equal(torch.bincount(k), torch.full((n_bins,), 256 // n_bins))
+        assert k.min() == 0 and k.max() == n_bins - 1
+        assert torch.equal(torch.bincount(k), torch.full((n_bins,), 256 // n_bins))
         for u in (0.0, 0.5, 0.999):
             y = dequantize(k, n_bins, u=torch.full(k.shape, u))
             assert y.min() >= 0 and y.max() < 1

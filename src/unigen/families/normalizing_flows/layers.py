@@ -194,7 +194,8 @@ class LogitTransform(nn.Module):
     def forward(self, y: Tensor) -> tuple[Tensor, Tensor]:
         p = self.alpha + (1 - 2 * self.alpha) * y
         z = torch.log(p) - torch.log1p(-p)
-        ld = math.log(1 - 2 * self.alpha) + F.softplus(z) + F.softplus(-z)    # -log p = softplus(-z), -log(1-p) = softplus(z)
+        # -log p = softplus(-z), -log(1 - p) = softplus(z)
+        ld = math.log(1 - 2 * self.alpha) + F.softplus(z) + F.softplus(-z)
         return z, ld.flatten(1).sum(1)
 
     def inverse(self, z: Tensor) -> Tensor:

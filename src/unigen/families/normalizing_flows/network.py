@@ -129,7 +129,8 @@ def _realnvp(m: FlowConfig, shape: tuple[int, int, int]):
         layers: list[nn.Module] = []
         last = s == m.levels - 1
         for i in range(4 if last else 3):
-            layers.append(Coupling(ConvNet(C, 2 * C, m.hidden, actnorm=False), (C, H, W), "checkerboard", i % 2, "tanh"))
+            net = ConvNet(C, 2 * C, m.hidden, actnorm=False)
+            layers.append(Coupling(net, (C, H, W), "checkerboard", i % 2, "tanh"))
         if not last:
             layers.append(Squeeze())
             C, H, W = 4 * C, H // 2, W // 2

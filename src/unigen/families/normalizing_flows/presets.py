@@ -22,7 +22,8 @@ def mnist_nice() -> Config:
 
 
 def mnist_realnvp() -> Config:
-    """RealNVP on MNIST: logit pre-processing, 2 scales of checkerboard / squeeze / channel affine couplings (width 32)."""
+    """RealNVP on MNIST: logit pre-processing, 2 scales of checkerboard / squeeze / channel affine couplings
+    (width 32)."""
     return _mnist("realnvp", hidden=32, levels=2)
 
 
