@@ -3,8 +3,10 @@
 
     unigen presets
     unigen train PRESET [--section.key=value ...] [--out DIR] [--resume | --overwrite] [--dry-run]
-    unigen sample RUN_DIR [--sampler NAME] [--steps N] [--n N] [--seed S] [--guidance W] [--prompt TEXT]
-    unigen eval RUN_DIR [--json] [--nfe-sweep [--samplers A,B] [--budgets 5,10] [--n N] [--seeds 0,1]] [--query Q]
+    unigen sample RUN_DIR [--sampler NAME] [--steps N] [--n N] [--seed S] [--guidance W] [--temperature T]
+                          [--prompt TEXT]
+    unigen eval RUN_DIR [--json] [--nfe-sweep [--samplers A,B] [--budgets 5,10] [--n N] [--seeds 0,1]]
+                        [--likelihood vlb|ode] [--query Q]
     unigen demo [--out DIR]
     unigen tokenizer train FILE --vocab-size N --out DIR | unigen tokenizer encode DIR TEXT
 
@@ -55,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=int, default=0, help="number of samples (0 = the run's sample.n)")
     s.add_argument("--seed", type=int, default=None, help="random seed (default: the run's sample.seed)")
     s.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (conditional models)")
+    s.add_argument("--temperature", type=float, default=None,
+                   help="normalizing flows: scale of the prior's spread (default: the run's model.temperature)")
     s.add_argument("--prompt", default=None, help="text prompt to continue (text models)")
     s.add_argument("--watch", action="store_true", help="text models: show the generation unmasking step by step")
     s.add_argument("--out", default=None, help="output folder (default: RUN/samples/<sampler>-<steps>-seed<seed>)")
@@ -130,7 +134,8 @@ def _train(args, extra) -> None:
 
 
 def _sample(args, extra) -> None:
-    kw = {k: v for k, v in (("guidance", args.guidance), ("prompt", args.prompt)) if v is not None}
+    kw = {k: v for k, v in (("guidance", args.guidance), ("prompt", args.prompt), ("temperature", args.temperature))
+          if v is not None}
     if args.watch:
         kw["watch"] = True
     summary = sample(args.run_dir, sampler=args.sampler, steps=args.steps, n=args.n, seed=args.seed,

@@ -16,12 +16,15 @@ from unigen.families.discrete_diffusion import presets as discrete_presets
 from unigen.families.discrete_diffusion import task as discrete_family
 from unigen.families.word2vec import presets as word2vec_presets
 from unigen.families.word2vec import task as word2vec
+from unigen.families.normalizing_flows import presets as flows_presets
+from unigen.families.normalizing_flows import task as flows_task
 
 TASKS = {
     "classify": classify.TASK,
     "diffusion": diffusion.TASK,
     **discrete_family.TASKS,
     "word2vec": word2vec.TASK,
+    "normalizing_flows": flows_task.TASK,
 }
 
 PRESETS: dict[str, Callable[[], Config]] = {
@@ -30,6 +33,7 @@ PRESETS: dict[str, Callable[[], Config]] = {
     **discrete_family.PRESETS,
     **word2vec_presets.PRESETS,
     **discrete_presets.PIXEL_PRESETS,
+    **flows_presets.PRESETS,
 }
 
 
