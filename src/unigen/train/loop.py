@@ -43,7 +43,7 @@ from unigen.train.distributed import average_gradients, broadcast_from_rank0, ma
 from unigen.train.ema import EMA, submodule_prefix
 from unigen.train.logs import MetricLogger, truncate_metrics, warn
 from unigen.train.objective import LossFn, Objective, as_objectives
-from unigen.train.optim import lr_at, make_optimizer
+from unigen.train.optim import load_optimizer_state, lr_at, make_optimizer
 from unigen.train.progress import Progress
 
 __all__ = ["fit", "FitResult", "BatchIndices", "lr_at", "make_optimizer", "make_accelerator"]
@@ -395,7 +395,7 @@ def _restore(run: _Run, path: Path, state: dict, files: dict) -> tuple[int, int]
         raise UserError(f"checkpoint {path} holds {', '.join(saved) or 'no optimizer'} but this run has "
                         f"{', '.join(wanted)}: it was trained with other objectives")
     for part in run.parts:
-        part.optimizer.load_state_dict(ckpt.optimizer_from_flat(files[part.key], state[part.key]))
+        load_optimizer_state(part.optimizer, ckpt.optimizer_from_flat(files[part.key], state[part.key]))
         if part.objective.name in state.get("latest", {}):
             part.last = _latest_from_json(state["latest"][part.objective.name])
     if run.ema is not None:
