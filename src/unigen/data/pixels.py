@@ -23,6 +23,8 @@ from unigen.data.images import MNIST_SIDE, MnistData, from_uint8, load_mnist, to
 from unigen.data.tokenizer import ByteTokenizer
 from unigen.errors import UserError
 
+PIXEL_VALUES = 256              # token ids 0..255 are pixel values; a model of pixels gives the others no probability
+
 
 @dataclass
 class MnistPixelsData:

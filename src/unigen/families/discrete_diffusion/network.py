@@ -14,6 +14,7 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
+from unigen.data.pixels import PIXEL_VALUES
 from unigen.errors import UserError
 from unigen.families.discrete_diffusion import noise as N
 from unigen.families.discrete_diffusion.ar import ar_loss
@@ -47,10 +48,14 @@ class DiscreteLM(nn.Module):
     """A TextTransformer and the ids its method needs (mask = V, BOS). forward(ids, t, **kw) drops t when the
     network has no time conditioning, so it is a `logits_fn(x_t, t)` for every sampler and loss."""
 
-    def __init__(self, net: TextTransformer, method: str, config: DiscreteLMConfig, mask_id: int, bos_id: int):
+    def __init__(self, net: TextTransformer, method: str, config: DiscreteLMConfig, mask_id: int, bos_id: int,
+                 n_data: int | None = None):
         super().__init__()
         self.net, self.method, self.config = net, method, config
         self.mask_id, self.bos_id = mask_id, bos_id
+        # ids n_data .. mask_id - 1 never occur in the data (pixel tokens: BOS, EOS, PAD) and get no probability
+        self.n_data = mask_id if n_data is None else n_data
+        self.register_buffer("never", torch.arange(self.n_data, mask_id), persistent=False)
 
     @property
     def time_cond(self) -> bool:
@@ -62,7 +67,10 @@ class DiscreteLM(nn.Module):
         return self.mask_id + (self.config.graph == "absorb")
 
     def forward(self, ids: Tensor, t: Tensor | None = None, **kw) -> Tensor:
-        return self.net(ids, t if self.time_cond else None, **kw)  # (B, T, V+1)
+        logits = self.net(ids, t if self.time_cond else None, **kw)  # (B, T, V+1)
+        if self.never.numel():
+            logits = logits.index_fill(-1, self.never, float("-inf"))
+        return logits
 
     def new_cache(self, batch_size: int, max_len: int | None = None):
         return self.net.new_cache(batch_size, max_len)
@@ -114,7 +122,8 @@ def build_network(m: DiscreteLMConfig, data_info: dict, method: str, *, causal: 
         sizes.update(dim=m.dim, n_heads=m.dim // 64)
     tcfg = text_config(m.size, V + 1, causal=causal, time_cond=m.time_cond, dropout=m.dropout, **sizes)
     net = TextTransformer(tcfg) if m.backbone == "transformer" else build_recurrent(m, tcfg, causal)
-    return DiscreteLM(net, method, m, mask_id=V, bos_id=data_info["bos_id"])
+    n_data = PIXEL_VALUES if data_info.get("pixels") else V            # pixel data: the 256 byte values only
+    return DiscreteLM(net, method, m, mask_id=V, bos_id=data_info["bos_id"], n_data=n_data)
 
 
 def build_recurrent(m: DiscreteLMConfig, tcfg, causal: bool) -> RecurrentLM:

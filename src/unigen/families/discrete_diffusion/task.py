@@ -11,6 +11,7 @@ importable from here, for the registry).
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from torch import Tensor, nn
 from unigen.config import Config
 from unigen.data import load as load_data
 from unigen.data import load_tokenizer
+from unigen.data.pixels import from_pixel_tokens
 from unigen.errors import UserError
 from unigen.families.discrete_diffusion.ar import ar_loss
 from unigen.families.discrete_diffusion.bd3 import bd3_loss
@@ -36,6 +38,7 @@ from unigen.families.discrete_diffusion.samplers import SAMPLERS, options
 from unigen.families.discrete_diffusion.sedd import sedd_loss
 from unigen.families.discrete_diffusion.watch import Watch, render
 from unigen.io import atomic_write_text
+from unigen.plot import save_image_grid
 from unigen.task import Task
 from unigen.train import Objective
 
@@ -242,6 +245,10 @@ class DiscreteLMTask(Task):
                    "seconds": round(seconds, 4), "tokens_per_s": round(n * length / max(seconds, 1e-9), 2)}
         txt, js = _write_samples(out_dir, texts, {**summary, "preset": cfg.preset, "prompt": prompt,
                                                   "temperature": temperature, "texts": texts, "tokens": out.tolist()})
+        if cfg.data.name == "mnist-pixels" and out.shape[1] == cfg.data.seq_len:   # whole images: a PNG grid
+            side = math.isqrt(out.shape[1])
+            png = save_image_grid(from_pixel_tokens(out.cpu(), side), Path(out_dir) / "samples.png")
+            return {"samples": str(png), "text": str(txt), "json": str(js), **summary}
         return {"samples": str(txt), "json": str(js), **summary}
 
     @torch.no_grad()
