@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from unigen.families.continuous_diffusion import Gaussian, bits_per_dim, dequantize, karras_sigmas, ode_nll
+from unigen.families.continuous_diffusion import Gaussian, bits_per_dim, dequantize, karras_sigmas, native_nll, ode_nll
 from unigen.errors import UserError
 
 F64 = torch.float64
@@ -169,3 +169,25 @@ def test_hutchinson_probes_follow_the_generator_not_the_global_rng():
 def test_ode_nll_errors_name_the_bad_value(kwargs, match):
     with pytest.raises(UserError, match=match):
         ode_nll(DATA.denoiser, _points(n=2), _up(4), **kwargs)
+
+
+def test_native_nll_is_the_change_of_variables_of_a_scaling():
+    """y = s x in d dimensions: -log p_Y(y) = -log p_X(x) + d ln s (checked on N(0, I) against N(0, s^2 I))."""
+    x = torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=F64)
+    for s in (0.3, 2.0, torch.tensor([0.5, 1.0, 4.0, 0.2, 1.5], dtype=F64)):
+        s_col = torch.as_tensor(s, dtype=F64).reshape(-1, 1)
+        nll_x = -torch.distributions.Normal(0.0, 1.0).log_prob(x).sum(1)
+        nll_y = -torch.distributions.Normal(torch.zeros(1, dtype=F64), s_col).log_prob(s_col * x).sum(1)
+        got = native_nll(nll_x, s, 3)
+        torch.testing.assert_close(got, nll_y, rtol=1e-12, atol=1e-12)
+        assert got.dtype == F64
+
+
+def test_dequantize_follows_the_generator_and_keeps_the_dtype():
+    x = torch.linspace(-1, 1, 256, dtype=F64)
+    runs = []
+    for global_seed in (0, 1):
+        torch.manual_seed(global_seed)
+        runs.append(dequantize(x, generator=torch.Generator().manual_seed(3)))
+    assert torch.equal(runs[0], runs[1]) and runs[0].dtype == F64
+    assert not torch.equal(runs[0], dequantize(x, generator=torch.Generator().manual_seed(4)))

@@ -141,13 +141,19 @@ def _zero_net(x, c, **kw):
     return torch.zeros_like(x)
 
 
+def _half_net(x, c, **kw):
+    """An output that depends on the noisy input, so the loss depends on every random draw (a zero network's
+    flow-matching or DSM loss does not depend on t)."""
+    return 0.5 * x
+
+
 LOSSES = {
-    "edm": lambda g, **kw: edm_loss(lambda x, s, **k: torch.zeros_like(x), _x0((16, 2)), generator=g, **kw),
-    "ddpm": lambda g, **kw: ddpm_loss(_zero_net, _x0((16, 2)), ddpm_linear(), generator=g, **kw),
-    "flow": lambda g, **kw: flow_matching_loss(_zero_net, _x0((16, 2)), generator=g, **kw),
-    "flow-logit-normal": lambda g, **kw: flow_matching_loss(_zero_net, _x0((16, 2)), t_dist="logit-normal",
+    "edm": lambda g, **kw: edm_loss(_half_net, _x0((16, 2)), generator=g, **kw),
+    "ddpm": lambda g, **kw: ddpm_loss(_half_net, _x0((16, 2)), ddpm_linear(), generator=g, **kw),
+    "flow": lambda g, **kw: flow_matching_loss(_half_net, _x0((16, 2)), generator=g, **kw),
+    "flow-logit-normal": lambda g, **kw: flow_matching_loss(_half_net, _x0((16, 2)), t_dist="logit-normal",
                                                             generator=g, **kw),
-    "dsm": lambda g, **kw: dsm_loss(_zero_net, _x0((16, 2)), VE(), generator=g, **kw),
+    "dsm": lambda g, **kw: dsm_loss(_half_net, _x0((16, 2)), VE(), generator=g, **kw),
 }
 
 
