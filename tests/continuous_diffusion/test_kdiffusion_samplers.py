@@ -181,3 +181,53 @@ def test_one_generator_seed_gives_stable_sde_samples_across_step_counts():
     brownian = (run(64) - run(512)).abs().mean().item()
     iid = (run(64, noise="gaussian") - run(512, noise="gaussian")).abs().mean().item()
     assert brownian < iid / 5, (brownian, iid)
+
+
+@pytest.mark.parametrize("name", ["dpm-fast", "dpm-adaptive"])
+def test_dpm_wrappers_forward_eta_noise_generator_and_callback(name):
+    """The grid-taking wrappers pass their options through: eta > 0 makes the sample depend on the generator (and
+    differ from eta = 0), s_noise scales that noise, and the callback sees every integrator step plus the final
+    denoising (a Gaussian's marginals are reproduced by the ODE too, so moment tests cannot see a dropped eta)."""
+    sigmas = karras_sigmas(8, 0.002, 80.0)
+    x = X0 * 80.0
+
+    def run(seed, **kw):
+        info, seen = {}, []
+        out = SAMPLERS[name](DATA.denoiser, x, sigmas, generator=torch.Generator().manual_seed(seed),
+                             callback=lambda r: seen.append(r["i"]), **kw, **({"info": info} if name == "dpm-adaptive"
+                                                                             else {}))
+        return out, seen, info
+
+    ode, seen, info = run(0)
+    steps = info["steps"] if name == "dpm-adaptive" else len(fast_orders(len(sigmas) - 2))   # 7 evaluations: 3, 3, 1
+    assert seen == list(range(steps + 1))                              # integrator steps, then the denoising
+    a, b, c = run(1, eta=1.0)[0], run(1, eta=1.0)[0], run(2, eta=1.0)[0]
+    assert torch.equal(a, b) and not torch.allclose(a, c) and not torch.allclose(a, ode)
+    half = run(1, eta=1.0, s_noise=0.5)[0]
+    assert not torch.allclose(half, a) and not torch.allclose(half, ode)
+    with pytest.raises(UserError):
+        run(0, eta=-1.0)
+
+
+def test_dpm_fast_counts_evaluations_on_grids_with_and_without_a_final_zero():
+    """n = len(sigmas) - 1 evaluations in all: to the last positive sigma, plus D(x; sigma_min) when the grid ends
+    at 0; a grid without the 0 ends at its last sigma, undenoised."""
+    calls = []
+
+    def D(x, sigma):
+        calls.append(1)
+        return DATA.denoiser(x, sigma)
+
+    with_zero = karras_sigmas(8, 0.002, 80.0)
+    for sigmas in (with_zero, with_zero[:-1]):
+        calls.clear()
+        SAMPLERS["dpm-fast"](D, X0 * 80.0, sigmas)
+        assert len(calls) == len(sigmas) - 1
+
+
+def test_dpm_adaptive_default_tolerances_are_the_documented_ones():
+    sigmas = karras_sigmas(4, 0.002, 80.0)
+    default = SAMPLERS["dpm-adaptive"](DATA.denoiser, X0 * 80.0, sigmas)
+    explicit = SAMPLERS["dpm-adaptive"](DATA.denoiser, X0 * 80.0, sigmas, rtol=0.05, atol=0.0078)
+    assert torch.equal(default, explicit)
+    assert not torch.equal(default, SAMPLERS["dpm-adaptive"](DATA.denoiser, X0 * 80.0, sigmas, atol=1.0))
