@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.harness import log, machine
+from benchmarks.harness import log, machine, start, subset
 from unigen import run as R
 from unigen.families.continuous_diffusion import evaluate as nfe_sweep
 from unigen.families.continuous_diffusion.network import METHODS, denoiser
@@ -314,22 +314,17 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rf-pairs", type=int, default=10_000, help="reflow pairs (default 10000)")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads in this process (default 2)")
     args = p.parse_args(argv)
-    args.parts = [s for s in args.parts.split(",") if s]
-    if bad := [s for s in args.parts if s not in PARTS]:
-        p.error(f"unknown part(s) {', '.join(bad)}; choose from {', '.join(PARTS)}")
+    args.parts = subset(p, args.parts, PARTS, "part(s)")
     return args
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
-    torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out, cmd = start("benchmarks.diffusion_quality", args.out, args.threads, argv)
     settings = {"mnist": ("mnist_steps", "mnist_n", "mnist_budgets", "mnist_long", "noise_seeds", "precision"),
                 "toy": ("toy_steps", "toy_nfe"), "rectified": ("rf_steps", "rf_distill_steps", "rf_pairs")}
     fns = {"mnist": part_mnist, "toy": part_toy, "rectified": part_rectified}
     results = {}
-    cmd = "python -m benchmarks.diffusion_quality " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     for part in PARTS:
         s = {k: getattr(args, k) for k in settings[part]}
         if part in args.parts:

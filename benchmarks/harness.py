@@ -15,11 +15,13 @@ from __future__ import annotations
 import ctypes
 import gc
 import os
+import shlex
 import statistics
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -237,3 +239,21 @@ def machine() -> str:
 def log(msg: str) -> None:
     """A timestamped progress line on stderr (the benchmark scripts' stdout stays clean)."""
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def start(prog: str, out: str, threads: int, argv: list[str] | None) -> tuple[Path, str]:
+    """What every benchmark script does first: set its torch thread count, make its output folder, and return that
+    folder with the command line that produced the results (quoted as a user would retype it)."""
+    torch.set_num_threads(threads)
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    args = sys.argv[1:] if argv is None else argv
+    return folder, f"python -m {prog} " + " ".join(shlex.quote(a) for a in args)
+
+
+def subset(parser, text: str, known, what: str) -> list[str]:
+    """A comma-separated subset of `known` (e.g. `--phases encode,lm`); anything else is a parser error naming them."""
+    picked = [s for s in text.split(",") if s]
+    if bad := [s for s in picked if s not in known]:
+        parser.error(f"unknown {what} {', '.join(bad)}; choose from {', '.join(known)}")
+    return picked

@@ -25,7 +25,6 @@ import argparse
 import json
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +33,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
-from benchmarks.harness import log, machine  # noqa: E402
+from benchmarks.harness import log, machine, start  # noqa: E402
 from unigen import run as R  # noqa: E402
 from unigen.config import apply_overrides  # noqa: E402
 from unigen.data import MnistPixelsData, load  # noqa: E402
@@ -187,7 +186,7 @@ def _budget(r: dict, args) -> str:
 
 
 def markdown(rows: list[tuple[Row, dict]], args, command: str) -> str:
-    lines = [f"# Bits/dim on the MNIST test set (8-bit pixels), every family with a likelihood", "",
+    lines = ["# Bits/dim on the MNIST test set (8-bit pixels), every family with a likelihood", "",
              f"Command: `{command}`  ", f"Machine: {machine()}  ",
              f"Budget: every trained row {args.steps} optimiser steps of batch {args.batch_size} "
              f"({args.steps * args.batch_size} training images); wall minutes of training in brackets.", "",
@@ -226,10 +225,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
-    torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    command = "python -m benchmarks.likelihood " + " ".join(argv if argv is not None else sys.argv[1:])
+    out, command = start("benchmarks.likelihood", args.out, args.threads, argv)
     wanted = {w.strip() for w in args.rows.split(",") if w.strip()}
     path = out / "likelihood.json"
     old = json.loads(path.read_text()) if path.exists() else {}

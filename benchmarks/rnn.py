@@ -25,7 +25,7 @@ from torch import nn
 
 from unigen.config import apply_overrides
 from unigen.data import load as load_data
-from unigen.families.discrete_diffusion.network import unwrap, with_bos
+from unigen.families.discrete_diffusion.network import unwrap
 from unigen.models.rnn import RecurrentState
 from unigen.nn.recurrent import make_recurrent
 from unigen.registry import get_preset

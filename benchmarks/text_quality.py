@@ -26,9 +26,7 @@ import argparse
 import datetime
 import json
 import math
-import shlex
 import statistics
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -37,7 +35,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from benchmarks.harness import log, machine, quartiles
+from benchmarks.harness import log, machine, quartiles, start, subset
 from unigen import run as R
 from unigen.data import load as load_data
 from unigen.families.discrete_diffusion.ar import ar_token_nll
@@ -405,24 +403,18 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--only", default="", help="samples: only these presets (comma-separated), merged into results")
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
     args = p.parse_args(argv)
-    args.phases = [s for s in args.phases.split(",") if s]
+    args.phases = subset(p, args.phases, PHASES, "phase(s)")
     args.untrained = [s for s in args.untrained.split(",") if s]
     args.only = [s for s in args.only.split(",") if s]
-    bad = [s for s in args.phases if s not in PHASES]
-    if bad:
-        p.error(f"unknown phase(s) {', '.join(bad)}; choose from {', '.join(PHASES)}")
     return args
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
-    torch.set_num_threads(args.threads)
-    out = Path(args.out)
+    out, command = start("benchmarks.text_quality", args.out, args.threads, argv)
     runs = out / "runs"
-    runs.mkdir(parents=True, exist_ok=True)
+    runs.mkdir(exist_ok=True)
     path = out / "results.json"
-    command = "python -m benchmarks.text_quality " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     for phase in args.phases:
         t0 = time.perf_counter()
         res = globals()[f"phase_{phase}"](args, runs)

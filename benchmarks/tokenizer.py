@@ -30,14 +30,12 @@ import cProfile  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import pstats  # noqa: E402
-import shlex  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
-from benchmarks.harness import log, machine, quartiles  # noqa: E402
+from benchmarks.harness import log, machine, quartiles, start, subset  # noqa: E402
 from benchmarks.text_quality import preset_config, train_run  # noqa: E402
 from unigen import run as R  # noqa: E402
 from unigen.data import load as load_data  # noqa: E402
@@ -323,22 +321,17 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sample-rounds", type=int, default=3, help="speed: sampling rounds (default 3)")
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
     args = p.parse_args(argv)
-    args.phases = [s for s in args.phases.split(",") if s]
+    args.phases = subset(p, args.phases, PHASES, "phase(s)")
     args.vocab = [int(v) for v in args.vocab.split(",") if v]
-    if bad := [s for s in args.phases if s not in PHASES]:
-        p.error(f"unknown phase(s) {', '.join(bad)}; choose from {', '.join(PHASES)}")
     return args
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
-    torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out, command = start("benchmarks.tokenizer", args.out, args.threads, argv)
     path = out / "results.json"
     results = json.loads(path.read_text()) if path.exists() else {}
-    results["command"] = "python -m benchmarks.tokenizer " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    results["command"] = command
     results["machine"] = machine()
     for phase in args.phases:
         results[phase] = globals()[f"phase_{phase}"](args)
