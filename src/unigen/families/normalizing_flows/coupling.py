@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from unigen.errors import UserError
 from unigen.families.normalizing_flows.layers import ActNorm
 
 SCALES = ("additive", "tanh", "sigmoid")
@@ -40,7 +41,7 @@ class Coupling(nn.Module):
     def __init__(self, net: nn.Module, shape: tuple[int, ...], partition: str, parity: int, scale: str):
         super().__init__()
         if scale not in SCALES or partition not in PARTITIONS:
-            raise ValueError(f"scale {scale!r} / partition {partition!r} not in {SCALES} / {PARTITIONS}")
+            raise UserError(f"scale {scale!r} / partition {partition!r} not in {SCALES} / {PARTITIONS}")
         self.net, self.partition, self.parity, self.scale = net, partition, parity, scale
         if partition == "checkerboard":
             self.register_buffer("mask", checkerboard(shape[1], shape[2], parity), persistent=False)

@@ -18,11 +18,13 @@ import math
 import torch
 from torch import Tensor
 
+from unigen.errors import UserError
+
 
 def reduce_bits(k8: Tensor, n_bits: int) -> Tensor:
     """8-bit levels 0..255 -> n_bits levels 0..2^n_bits - 1 (floor division, openai/glow's `x // 2**(8 - n_bits)`)."""
     if not 1 <= n_bits <= 8:
-        raise ValueError(f"n_bits must be in 1..8, got {n_bits}")
+        raise UserError(f"n_bits must be in 1..8, got {n_bits}")
     return torch.div(k8.long(), 2 ** (8 - n_bits), rounding_mode="floor")
 
 

@@ -13,12 +13,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from unigen.errors import UserError
+
 
 class FlowModel(nn.Module):
     def __init__(self, scales: list[list[nn.Module]], priors: list[nn.Module], shape: tuple[int, ...]):
         super().__init__()
         if len(priors) != len(scales):
-            raise ValueError(f"{len(scales)} scales need {len(scales)} priors, got {len(priors)}")
+            raise UserError(f"{len(scales)} scales need {len(scales)} priors, got {len(priors)}")
         self.scales = nn.ModuleList(nn.ModuleList(s) for s in scales)
         self.priors = nn.ModuleList(priors)
         self.shape = tuple(shape)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from unigen.errors import UserError
 from unigen.families.normalizing_flows.coupling import ZeroConv2d
 
 LOG_2PI = math.log(2 * math.pi)
@@ -44,7 +45,7 @@ class StandardPrior(nn.Module):
     def __init__(self, kind: str = "gaussian"):
         super().__init__()
         if kind not in ("gaussian", "logistic"):
-            raise ValueError(f"prior {kind!r} is not gaussian or logistic")
+            raise UserError(f"prior {kind!r} is not gaussian or logistic")
         self.kind = kind
 
     def log_prob(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
