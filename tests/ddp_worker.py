@@ -22,7 +22,7 @@ from torch import nn
 from unigen.config import TrainConfig
 from unigen.train import all_gather_with_grad, fit
 from unigen.train.checkpoint import atomic_save_safetensors
-from unigen.train.distributed import average_gradients, rank_and_world
+from unigen.train.distributed import average_gradients, close_process_group, rank_and_world
 
 sys.path.insert(0, str(Path(__file__).with_name("train")))
 import gan_toy  # noqa: E402
@@ -121,6 +121,7 @@ def main(out: Path, b: int) -> None:
         for name, tensors in results.items():
             atomic_save_safetensors(tensors, out / f"{name}.safetensors")
         (out / "unused.json").write_text(json.dumps(unused))
+    close_process_group()
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from unigen.errors import UserError
 from unigen.experiments.demo import run_demo
 from unigen.registry import PRESETS, describe, get_preset
 from unigen.run import evaluate, read_config, sample, train
+from unigen.train.distributed import close_process_group
 
 
 class _Parser(argparse.ArgumentParser):
@@ -187,6 +188,7 @@ def one_line(msg: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    code = 1
     try:
         code = run(sys.argv[1:] if argv is None else argv)
     except UserError as e:
@@ -199,4 +201,6 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         code = 130
+    finally:
+        close_process_group(wait_for_others=code == 0)
     sys.exit(code)

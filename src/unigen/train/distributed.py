@@ -118,6 +118,19 @@ def _buckets(tensors: list[torch.Tensor]) -> list[list[torch.Tensor]]:
     return out + [bucket for bucket, _ in open_buckets.values()]
 
 
+def close_process_group(wait_for_others: bool = True) -> None:
+    """Destroy the process group, if one is up, before the interpreter exits. Left to interpreter teardown, gloo's
+    worker threads can be destroyed while still joinable and the process aborts ("terminate called without an
+    active exception", SIGABRT) after its work is done, failing the whole torchrun job. `wait_for_others` first
+    waits at a barrier so no rank tears down while another still talks to it; pass False after an error, when the
+    other ranks may never arrive."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if wait_for_others:
+        dist.barrier()
+    dist.destroy_process_group()
+
+
 def make_accelerator():
     """An Accelerator for this process (it initialises the process group under torchrun: gloo on CPU, NCCL on
     GPU). On CPU it must be told `cpu=True`, or under torchrun every rank would train alone without gradient sync
