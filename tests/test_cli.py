@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -40,7 +41,10 @@ def test_preset_trains_two_steps_and_evaluates(preset, tmp_path, capsys):
     task = TASKS[get_preset(preset).task]
     if samplers(task):
         assert cli("sample", str(out), "--steps", "2", "--n", "4", "--seed", "1") == 0
-        capsys.readouterr()
+        printed = capsys.readouterr().out.strip().splitlines()
+        files = printed[-1].split("files: ")[1].rstrip(")").split(", ")   # the last line says where every file is
+        assert files and all(Path(f).is_file() for f in files)
+        assert any(f.endswith((".png", ".txt")) for f in files)     # something a person can look at
     assert cli("eval", str(out), "--json") == 0
     metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert metrics and all(isinstance(v, (int, float)) for v in metrics.values())

@@ -4,7 +4,7 @@
     unigen presets
     unigen train PRESET [--section.key=value ...] [--out DIR] [--resume | --overwrite] [--dry-run]
     unigen sample RUN_DIR [--sampler NAME] [--steps N] [--n N] [--seed S] [--guidance W] [--temperature T]
-                          [--prompt TEXT]
+                          [--prompt TEXT] [--json]
     unigen eval RUN_DIR [--json] [--nfe-sweep [--samplers A,B] [--budgets 5,10] [--n N] [--seeds 0,1]]
                         [--likelihood vlb|ode] [--query Q]
     unigen demo [--out DIR]
@@ -20,6 +20,7 @@ import argparse
 import json
 import math
 import sys
+from pathlib import Path
 
 from unigen.config import apply_overrides, validate
 from unigen.data.text import read_text_file
@@ -63,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--prompt", default=None, help="text prompt to continue (text models)")
     s.add_argument("--watch", action="store_true", help="text models: show the generation unmasking step by step")
     s.add_argument("--out", default=None, help="output folder (default: RUN/samples/<sampler>-<steps>-seed<seed>)")
+    s.add_argument("--json", action="store_true", help="print the JSON summary (files, sampler, NFE) instead of the "
+                                                      "generated text or the image grid's path")
 
     e = sub.add_parser("eval", help="evaluate a trained run")
     e.add_argument("run_dir", help="run directory written by `unigen train`")
@@ -141,7 +144,22 @@ def _sample(args, extra) -> None:
         kw["watch"] = True
     summary = sample(args.run_dir, sampler=args.sampler, steps=args.steps, n=args.n, seed=args.seed,
                      out_dir=args.out, **kw)
-    print(json.dumps(summary, indent=2, default=str))
+    print(json.dumps(summary, indent=2, default=str) if args.json else describe_samples(summary))
+
+
+def describe_samples(summary: dict) -> str:
+    """What `unigen sample` prints for a person: the generated texts themselves (the family's samples.txt), or the
+    path of the picture, then one line of how they were made and where every file is."""
+    files = {k: str(v) for k, v in summary.items() if isinstance(v, str) and Path(v).suffix}
+    text = next((f for f in files.values() if f.endswith(".txt")), None)
+    picture = next((f for f in files.values() if f.endswith(".png")), None)
+    how = ", ".join(f"{k} {summary[k]}" for k in ("n", "sampler", "steps", "nfe", "guidance", "temperature")
+                    if k in summary)
+    lines = [Path(text).read_text(encoding="utf-8").rstrip("\n")] if text and not picture else []
+    if picture:
+        lines.append(f"image grid: {picture}")
+    lines.append(f"({how}; files: {', '.join(files.values())})")
+    return "\n".join(lines)
 
 
 def _eval(args, extra) -> None:

@@ -192,10 +192,17 @@ def test_sedd_score_of_normalised_output_is_subs_score():
 def test_cli_sample_with_prompt_and_watch(runs, capsys):
     run = str(runs["text-mdlm"])
     with pytest.raises(SystemExit) as e:
-        main(["sample", run, "--prompt", PROMPT, "--n", "1", "--steps", "4"])
+        main(["sample", run, "--prompt", PROMPT, "--n", "1", "--steps", "4", "--json"])
     assert e.value.code == 0
     summary = json.loads(capsys.readouterr().out)
-    assert Path(summary["samples"]).read_text().splitlines()[1].startswith(PROMPT)
+    written = Path(summary["samples"]).read_text()
+    assert written.splitlines()[1].startswith(PROMPT)
+    with pytest.raises(SystemExit) as e:                   # without --json: the text itself, then how and where
+        main(["sample", run, "--prompt", PROMPT, "--n", "1", "--steps", "4"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(written.rstrip("\n")) and summary["samples"] in out.splitlines()[-1]
+    assert "sampler " in out.splitlines()[-1]
     with pytest.raises(SystemExit) as e:
         main(["sample", run, "--prompt", PROMPT, "--n", "1", "--steps", "4", "--watch"])
     assert e.value.code == 0
