@@ -81,7 +81,7 @@ def test_train_sample_eval(runs, name, tmp_path):
     ids = tok.encode(PROMPT)
     for s, head in ((free, []), (with_prompt, ids)):
         js = json.loads(Path(s["json"]).read_text())
-        assert s["sampler"] == task.samplers[0] and s["nfe"] > 0 and s["tokens_per_s"] > 0
+        assert s["sampler"] == (get_preset(name).sample.sampler or task.samplers[0]) and s["nfe"] > 0 and s["tokens_per_s"] > 0
         for row in js["tokens"]:
             assert row[:len(head)] == head                       # the prompt is kept verbatim
             assert len(row) == len(head) + s["length"]
@@ -116,7 +116,7 @@ def test_sampling_user_errors(runs, tmp_path):
     with pytest.raises(UserError, match="prompt"):
         sample(runs["text-mdlm"], n=1, prompt="word " * 200, out_dir=tmp_path / "long")   # fills seq_len
     with pytest.raises(UserError, match="guidance"):
-        sample(runs["text-mdlm"], n=1, guidance=2.0, out_dir=tmp_path / "g")              # guidance needs a prompt
+        sample(runs["text-mdlm"], sampler="llada", n=1, guidance=2.0, out_dir=tmp_path / "g")  # needs a prompt
     with pytest.raises(UserError, match="unknown sampler"):
         sample(runs["text-ar"], sampler="llada", n=1, out_dir=tmp_path / "s")
     with pytest.raises(UserError, match="option"):
@@ -125,7 +125,7 @@ def test_sampling_user_errors(runs, tmp_path):
         sample(runs["text-mdlm"], sampler="mdlm", n=1, guidance=2.0, prompt=PROMPT, out_dir=tmp_path / "g2")
     with pytest.raises(UserError, match="use_cache=False applies to the samplers bd3, ar"):
         sample(runs["text-mdlm"], n=1, use_cache=False, out_dir=tmp_path / "c")
-    g = sample(runs["text-mdlm"], n=1, guidance=2.0, prompt=PROMPT, length=8, out_dir=tmp_path / "ok")
+    g = sample(runs["text-mdlm"], sampler="llada", n=1, guidance=2.0, prompt=PROMPT, length=8, out_dir=tmp_path / "ok")
     assert g["nfe"] == 8
 
 

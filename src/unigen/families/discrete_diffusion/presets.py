@@ -25,8 +25,14 @@ def _text(task: str, preset: str, **model) -> Config:
 
 
 def text_mdlm() -> Config:
-    """Masked diffusion LM (MDLM loss, LLaDA sampling) on Python's docs: English-like text in a few CPU minutes."""
-    return _text("mdlm", "text-mdlm")
+    """Masked diffusion LM (MDLM loss and ancestral sampler) on Python's docs: English-like text in a few CPU minutes.
+    `unigen sample` defaults to MDLM's ancestral sampler: at this scale LLaDA's low-confidence remasking and
+    Fast-dLLM's threshold decoding commit the most confident byte, a space, everywhere first and return blank text,
+    while the ancestral sampler gives the lowest AR-judged nats/byte of the samplers that write text
+    (benchmarks/text_quality.md, section 3). `--sampler llada` still picks LLaDA's."""
+    cfg = _text("mdlm", "text-mdlm")
+    cfg.sample.sampler = "mdlm"
+    return cfg
 
 
 def text_sedd() -> Config:
