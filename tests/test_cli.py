@@ -48,6 +48,19 @@ def test_preset_trains_two_steps_and_evaluates(preset, tmp_path, capsys):
     assert cli("eval", str(out), "--json") == 0
     metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert metrics and all(isinstance(v, (int, float)) for v in metrics.values())
+    assert json.loads((out / "eval_quick.json").read_text()) == metrics and not (out / "eval.json").exists()
+
+
+def test_eval_full_is_kept_apart_from_quick_looks(tmp_path, capsys):
+    """`eval --full` writes RUN/eval.json; a later quick `eval` writes eval_quick.json and leaves it alone."""
+    out = tmp_path / "run"
+    assert cli("train", "mlp-digits", "--out", str(out), *FAST) == 0
+    assert cli("eval", str(out), "--json", "--full") == 0
+    full = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert cli("eval", str(out)) == 0
+    printed = capsys.readouterr()
+    assert "--full" in printed.err and printed.out.startswith("accuracy: ")
+    assert json.loads((out / "eval.json").read_text()) == full and (out / "eval_quick.json").exists()
 
 
 def test_dry_run_prints_resolved_config(capsys):

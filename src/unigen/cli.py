@@ -5,7 +5,7 @@
     unigen train PRESET [--section.key=value ...] [--out DIR] [--resume | --overwrite] [--dry-run]
     unigen sample RUN_DIR [--sampler NAME] [--steps N] [--n N] [--seed S] [--guidance W] [--temperature T]
                           [--prompt TEXT] [--json]
-    unigen eval RUN_DIR [--json] [--nfe-sweep [--samplers A,B] [--budgets 5,10] [--n N] [--seeds 0,1]]
+    unigen eval RUN_DIR [--json] [--full] [--nfe-sweep [--samplers A,B] [--budgets 5,10] [--n N] [--seeds 0,1]]
                         [--likelihood vlb|ode] [--query Q]
     unigen demo [--out DIR]
     unigen tokenizer train FILE --vocab-size N --out DIR | unigen tokenizer encode DIR TEXT
@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="evaluate a trained run")
     e.add_argument("run_dir", help="run directory written by `unigen train`")
     e.add_argument("--json", action="store_true", help="print one JSON object of metrics on stdout")
+    e.add_argument("--full", action="store_true",
+                   help="the full measurement (the family's paper-sized sample counts, minutes; written to "
+                        "RUN/eval.json); without it a quick one of seconds on a toy run (RUN/eval_quick.json)")
     e.add_argument("--nfe-sweep", action="store_true",
                    help="image diffusion: quality against number of function evaluations for every sampler")
     e.add_argument("--samplers", default="", help="--nfe-sweep: comma-separated samplers (default: the method's)")
@@ -168,12 +171,14 @@ def _eval(args, extra) -> None:
     kw.update({"n": args.n} if args.n else {})
     kw.update({"query": args.query} if args.query else {})
     kw.update({"likelihood": args.likelihood} if args.likelihood else {})
-    metrics = evaluate(args.run_dir, **({"nfe_sweep": True} if args.nfe_sweep else {}), **kw)
+    metrics = evaluate(args.run_dir, quick=not args.full, **({"nfe_sweep": True} if args.nfe_sweep else {}), **kw)
     if args.json:
         print(json.dumps(metrics))
     else:
         for k, v in metrics.items():
             print(f"{k}: {v}")
+    if not args.full and not args.query:
+        print("(a quick measurement on a small sample; `--full` for the full one)", file=sys.stderr)
 
 
 def _demo(args, extra) -> None:

@@ -166,17 +166,18 @@ def sample(run_dir: str | Path, *, sampler: str = "", steps: int = 0, n: int = 0
     return {"out_dir": str(out_dir), **summary}
 
 
-def evaluate(run_dir: str | Path, **kw) -> dict[str, Any]:
-    """Metrics of a trained run (also written to RUN/eval.json; a word2vec `query` is an answer, not metrics, and
-    leaves eval.json as it was)."""
+def evaluate(run_dir: str | Path, *, quick: bool = False, **kw) -> dict[str, Any]:
+    """Metrics of a trained run, also written to RUN/eval.json, or with `quick` (the family's small sample sizes,
+    seconds on a toy run; what `unigen eval` does without --full) to RUN/eval_quick.json, so that a quick look never
+    overwrites a full measurement. A word2vec `query` is an answer, not metrics, and writes neither."""
     run_dir = Path(run_dir)
     cfg = read_config(run_dir)
     measure = require(get_task(cfg.task), "evaluate", cfg.task)
     model = load(run_dir)
     with torch.random.fork_rng(devices=[]):
-        metrics = measure(model, cfg, run_dir=run_dir, **kw)
+        metrics = measure(model, cfg, run_dir=run_dir, quick=quick, **kw)
     if "query" not in kw:
-        atomic_write_json(run_dir / "eval.json", jsonable(metrics))
+        atomic_write_json(run_dir / ("eval_quick.json" if quick else "eval.json"), jsonable(metrics))
     return metrics
 
 

@@ -8,7 +8,7 @@ from torch import nn
 
 from unigen.config import TrainConfig
 from unigen.train import fit
-from unigen.train.progress import Progress
+from unigen.train.progress import Progress, work_progress
 
 
 class Terminal(io.StringIO):
@@ -51,6 +51,20 @@ def test_log_file_gets_a_line_every_30_seconds_when_steps_are_slow():
     steps = [int(line.split()[2].split("/")[0]) for line in out.getvalue().splitlines()]
     assert steps == [405, 410, 415, 420, 425, 430]  # 35 s apart; a resumed run counts from its first step
     assert out.getvalue().splitlines()[-1].endswith("0.143 it/s ETA 1h06m")  # 570 steps left at 1/7 it/s
+
+
+def test_work_progress_logs_every_10_seconds_and_nothing_for_short_work():
+    out, clock = io.StringIO(), Clock(0.5)                          # 100 calls of 0.5 s: 50 s, a line per 10 s
+    drive(work_progress(100, "sample", "call", stream=out, clock=clock), clock, 0, 100, loss_every=10 ** 9)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "sample call 20/100 (20%) 2 it/s ETA 40s"
+    assert [int(x.split()[2].split("/")[0]) for x in lines] == [20, 40, 60, 80, 100]
+    short, clock = io.StringIO(), Clock(0.01)                       # 1 s of work in all: silent in a log
+    drive(work_progress(100, "eval", "batch", stream=short, clock=clock), clock, 0, 100, loss_every=10 ** 9)
+    assert short.getvalue() == ""
+    tty = Terminal()
+    drive(work_progress(100, "eval", "batch", stream=tty, clock=clock), clock, 0, 100, loss_every=10 ** 9)
+    assert "\r" in tty.getvalue() and "eval" in tty.getvalue()      # a bar in a terminal, however short
 
 
 def test_terminal_gets_the_bar_and_disabled_gets_nothing():

@@ -39,6 +39,7 @@ from unigen.io import atomic_write_json, atomic_write_text
 from unigen.metrics import sample_quality as metrics
 from unigen.metrics.features import ensure_feature_net, mnist_features, mnist_predict, weights_path
 from unigen.plot import figure
+from unigen.train.progress import work_progress
 
 # NFE budgets of the sweep; every sampler gets the largest step count whose NFE fits each budget. Budgets above
 # LONG_FROM (the 1000-step reference) go to the first-order samplers of LONG_SAMPLERS only, to keep sweeps affordable
@@ -327,10 +328,13 @@ def likelihood(model, cfg: Config, *, kind: str, quick: bool = False, n: int = 0
     D = denoiser(model)
     cond = lambda b: {"y": torch.full((b,), net.num_classes, device=device)} if net.num_classes else {}  # noqa: E731
     parts: list[dict] = []
+    bar = work_progress(len(x_all), f"likelihood {kind}", "image")
     for i in range(0, len(x_all), batch_size):
         x0 = x_all[i:i + batch_size].to(device)
         parts.append(_vlb_batch(D, net, x0, cond(len(x0)), n_t, g) if kind == "vlb" else
                      _ode_batch(D, net, x0, cond(len(x0)), ode_steps, g))
+        bar.update(i + len(x0))
+    bar.close()
     per = {k: torch.cat([p[k] for p in parts]).double() for k in parts[0]}
     bpd = per.pop("bits_per_dim")
     out = {"bits_per_dim": bpd.mean().item(), "bits_per_dim_se": (bpd.std() / math.sqrt(len(bpd))).item(),

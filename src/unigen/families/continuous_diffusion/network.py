@@ -33,6 +33,7 @@ from unigen.models.dit import DiT, dit_config
 from unigen.models.mlp import MLPConfig, ResidualMLP
 from unigen.models.unet import UNet, unet_config
 from unigen.task import unwrap as _unwrap
+from unigen.train.progress import work_progress
 
 
 @dataclass
@@ -212,9 +213,13 @@ def generate(model: nn.Module, n: int, *, sampler: str, steps: int, generator: t
     sigmas = sigmas_for(net, steps)
     device = next(net.parameters()).device
     D, calls = denoiser(model), [0]
+    spec = SAMPLERS[sampler]
+    per_chunk = spec.nfe(len(sigmas) - 1) if spec.nfe else len(sigmas) - 1       # adaptive samplers: a guess
+    bar = work_progress(math.ceil(n / batch_size) * per_chunk, f"sample {sampler}", "call")
 
     def D_counted(x, sigma, **cond):
         calls[0] += 1
+        bar.update(min(calls[0], bar.total))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             return D(x, sigma, **cond).to(x.dtype)
 
@@ -230,4 +235,5 @@ def generate(model: nn.Module, n: int, *, sampler: str, steps: int, generator: t
         x = z if math.isinf(sigmas[0]) else float(sigmas[0]) * z     # a flow grid from t = 1 starts at x_t = z
         out.append(SAMPLERS[sampler](D_b, x, sigmas, generator=generator).cpu())
         chunks += 1
+    bar.close()
     return torch.cat(out), calls[0] // max(chunks, 1)                # (n, ...)

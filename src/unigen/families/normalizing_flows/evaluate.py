@@ -14,6 +14,7 @@ from unigen.data.toy2d import toy2d_log_density
 from unigen.families.normalizing_flows.dequantize import bits_per_dim, dequantize, quantize, reduce_bits
 from unigen.families.normalizing_flows.model import FlowModel
 from unigen.plot import figure, save_image_grid
+from unigen.train.progress import work_progress
 
 TEMPERATURES = (0.5, 0.7, 1.0)
 
@@ -41,7 +42,12 @@ def image_bits_per_dim(net: FlowModel, x: Tensor, n_bits: int, batch: int = 500,
     log p(y) of y in [0, 1)^D, the unit NICE's paper reports (Table 2: 1980.50 on MNIST)."""
     g = torch.Generator().manual_seed(seed)
     n_bins, D = 2 ** n_bits, net.dims
-    log_p = torch.cat([net.log_prob(dequantized(x[i:i + batch], n_bits, g)) for i in range(0, len(x), batch)])
+    bar, parts = work_progress(len(x), "bits/dim", "image"), []
+    for i in range(0, len(x), batch):
+        parts.append(net.log_prob(dequantized(x[i:i + batch], n_bits, g)))
+        bar.update(min(i + batch, len(x)))
+    bar.close()
+    log_p = torch.cat(parts)
     bpd, bpd_se = _mean_se(bits_per_dim(log_p, D, n_bins))
     return {"bits_per_dim": bpd, "bits_per_dim_se": bpd_se, "nll_nats": bpd * D * math.log(2),
             "log_likelihood_unit_cube_nats": float(log_p.double().mean()), "n_eval": len(x), "n_bits": n_bits,
