@@ -174,9 +174,9 @@ def _eval(args, extra) -> None:
     metrics = evaluate(args.run_dir, quick=not args.full, **({"nfe_sweep": True} if args.nfe_sweep else {}), **kw)
     if args.json:
         print(json.dumps(metrics))
-    else:
-        for k, v in metrics.items():
-            print(f"{k}: {v}")
+        return
+    for k, v in metrics.items():
+        print(f"{k}: {v}")
     if not args.full and not args.query:
         print("(a quick measurement on a small sample; `--full` for the full one)", file=sys.stderr)
 

@@ -146,7 +146,7 @@ def test_cli_sample_temperature_and_eval_json(tmp_path, capsys):
     assert _cli("train", "toy2d-realnvp", "--out", str(out), "--train.steps=2", *(f"--{o}" for o in TINY),
                 "--data.n_train=256") == 0
     capsys.readouterr()
-    assert _cli("sample", str(out), "--n", "4", "--temperature", "0.5") == 0
+    assert _cli("sample", str(out), "--n", "4", "--temperature", "0.5", "--json") == 0
     assert json.loads(capsys.readouterr().out)["temperature"] == 0.5
     assert _cli("sample", str(out), "--temperature", "0") == 2
     assert "--temperature must be > 0" in capsys.readouterr().err
