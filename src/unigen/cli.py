@@ -83,13 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="the `make demo` job: train small image and text models, sample, plot")
     d.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
 
-    v = sub.add_parser("serve", help="a local web page that shows generations of trained runs step by step")
-    v.add_argument("paths", nargs="*", default=["runs"],
-                   help="run directories or folders holding them (default: runs); nothing outside is readable")
-    v.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    v.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    v.add_argument("--workers", type=int, default=1, help="generations run at once; more wait in a queue (default 1)")
-
+    _add_serve(sub)
     k = sub.add_parser("tokenizer", help="train our byte-level BPE on a text file, or encode text with a tokenizer")
     ks = k.add_subparsers(dest="action", required=True, parser_class=_Parser)
     kt = ks.add_parser("train", help="learn GPT-2-style byte-level BPE merges; write DIR/tokenizer.json (HF format)")
@@ -100,6 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
     ke.add_argument("dir", help="folder holding tokenizer.json (a run directory of a text model works too)")
     ke.add_argument("text", help="the text to encode")
     return p
+
+
+def _add_serve(sub) -> None:
+    v = sub.add_parser("serve", help="a local web page that shows generations of trained runs step by step")
+    v.add_argument("paths", nargs="*", default=["runs"],
+                   help="run directories or folders holding them (default: runs); nothing outside is readable")
+    v.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    v.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    v.add_argument("--workers", type=int, default=1, help="generations run at once; more wait in a queue (default 1)")
 
 
 def parse_overrides(extra: list[str]) -> list[str]:
