@@ -175,7 +175,8 @@ def _write_samples(out_dir: Path, texts: list[str], record: dict[str, Any]) -> t
 
 def _hook(viewer: Watch | None, callback, mask_id: int, lo: int, hi: int, prompt_tokens: int):
     """The sampler's per-step callback: the terminal `viewer` sees the whole canvas, `callback` a dict with the
-    canvas cut to the prompt and the generated columns (no BOS, no block padding), as `sample` returns it."""
+    canvas cut to the prompt and the generated columns (no BOS, no block padding), as `sample` returns it (a view
+    of the sampler's canvas, valid during the call: samplers update it in place)."""
     if callback is None:
         return viewer
     step = [0]
