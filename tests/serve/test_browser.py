@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -45,8 +44,9 @@ def browser():
     return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
 
 
-def generate(driver, base: str, run: str, **fields) -> dict:
-    """Open the page, pick `run`, fill the form, press Generate; returns the status when the stream ends."""
+def generate(driver, base: str, run: str, at_frame: int = 0, shot: str = "", **fields) -> dict:
+    """Open the page, pick `run`, fill the form, press Generate; returns the status when the stream ends (with
+    `shot`, a screenshot is saved then, or as soon as `at_frame` frames have been drawn)."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
     driver.get(base + "/")
@@ -61,7 +61,13 @@ def generate(driver, base: str, run: str, **fields) -> dict:
             el.send_keys(str(value))
     driver.find_element(By.ID, "go").click()
     status = driver.find_element(By.ID, "status")
+    if shot and at_frame:
+        WebDriverWait(driver, TIMEOUT_S, poll_frequency=0.01).until(
+            lambda d: int(status.get_attribute("data-frames") or 0) >= at_frame)
+        driver.save_screenshot(shot)
     WebDriverWait(driver, TIMEOUT_S).until(lambda d: status.get_attribute("data-state") in ("done", "error"))
+    if shot and not at_frame:
+        driver.save_screenshot(shot)
     return {"state": status.get_attribute("data-state"), "text": status.text,
             "frames": int(status.get_attribute("data-frames"))}
 
@@ -130,13 +136,12 @@ if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from conftest import running                         # the same server helper as the tests
     from unigen.serve.app import create_app
-    root, run, out, *pairs = sys.argv[1:]
+    root, run, out, *pairs = sys.argv[1:]               # pairs: form fields, and at_frame=K for a mid-way picture
+    fields = dict(p.split("=", 1) for p in pairs)
     d = browser()
     try:
         with running(create_app([root])) as url:
-            result = generate(d, url, run, **dict(p.split("=", 1) for p in pairs))
-            time.sleep(0.3)
-            d.save_screenshot(out)
+            result = generate(d, url, run, at_frame=int(fields.pop("at_frame", 0)), shot=out, **fields)
             print(result, "->", out)
     finally:
         d.quit()
