@@ -127,6 +127,30 @@ def test_image_generation_draws_x_t_x0_and_the_result(driver, base, tmp_path):
         assert spread > 0, img
 
 
+def test_closing_the_tab_stops_the_generation(driver, base):
+    """Leave the page mid-way through a 1000-step generation: the server's worker is freed within a step."""
+    import json
+    import urllib.request
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    def running() -> int:
+        with urllib.request.urlopen(base + "/api/status", timeout=10) as r:
+            return json.loads(r.read())["running"]
+
+    driver.get(base + "/")
+    WebDriverWait(driver, TIMEOUT_S).until(lambda d: d.find_elements(By.CSS_SELECTOR, '#run option[value="runs/mnist"]'))
+    Select(driver.find_element(By.ID, "run")).select_by_value("runs/mnist")
+    Select(driver.find_element(By.ID, "sampler")).select_by_value("euler")
+    driver.find_element(By.ID, "steps").send_keys("1000")
+    driver.find_element(By.ID, "go").click()
+    status = driver.find_element(By.ID, "status")
+    WebDriverWait(driver, TIMEOUT_S).until(lambda d: int(status.get_attribute("data-frames") or 0) >= 2)
+    assert running() == 1
+    driver.get("about:blank")                                  # the tab leaves the page
+    WebDriverWait(driver, 15, poll_frequency=0.05).until(lambda d: running() == 0)
+
+
 def test_a_bad_request_shows_its_one_line_error(driver, base):
     status = generate(driver, base, "runs/text", steps=100000)
     assert status["state"] == "error" and "error 400: steps must be in [1, 1000]" in status["text"]

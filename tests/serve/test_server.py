@@ -119,6 +119,12 @@ def test_text_streams_every_step_and_ends_unmasked(base):
     assert done["summary"]["model_calls"] == 8 and done["summary"]["tokens_per_s"] > 0
 
 
+def test_an_error_inside_the_family_ends_the_stream_with_one_line(base):
+    msgs = list(events(base, run="runs/text", guidance=2))       # guidance needs a prompt (discrete task.sample)
+    assert msgs[-1]["type"] == "error" and "needs a prompt" in msgs[-1]["message"] and "\n" not in msgs[-1]["message"]
+    assert wait_idle(base)["running"] == 0
+
+
 def test_images_stream_x_t_and_x0_with_the_noise_level(base):
     msgs = list(events(base, run="runs/mnist", sampler="euler", steps=5, n=2))
     frames = [m for m in msgs if m["type"] == "frame"]
