@@ -1,4 +1,4 @@
-"""Two tiny trained runs (a masked-diffusion LM and an MNIST EDM, 2 training steps each) and a real uvicorn server
+"""Three tiny trained runs (a masked-diffusion LM, an MNIST EDM and an MNIST NICE flow, 2 training steps each) and a real uvicorn server
 on a free loopback port, shared by the serve tests."""
 from __future__ import annotations
 
@@ -16,12 +16,13 @@ from unigen.run import train
 
 FAST = ["train.steps=2", "train.batch_size=8", "train.progress=false", "train.eval_every=0", "train.sample_every=0"]
 RUNS = {"text": ("text-mdlm", ["data.seq_len=32", "model.size=tiny"]),
-        "mnist": ("mnist-edm", ["model.width=8", "model.depth=1", "sample.n=4"])}
+        "mnist": ("mnist-edm", ["model.width=8", "model.depth=1", "sample.n=4"]),
+        "flow": ("mnist-nice", ["model.hidden=4", "model.depth=1", "model.couplings=2", "sample.n=4"])}
 
 
 @pytest.fixture(scope="session")
 def runs_root(tmp_path_factory) -> Path:
-    """ROOT/runs/{text,mnist}: served as mount "runs"."""
+    """ROOT/runs/{text,mnist,flow}: served as mount "runs"."""
     root = tmp_path_factory.mktemp("serve") / "runs"
     for name, (preset, over) in RUNS.items():
         train(apply_overrides(get_preset(preset), FAST + over), root / name)

@@ -58,7 +58,8 @@ def base(runs_root, serving):
 def test_lists_runs_and_serves_only_local_assets(base):
     status, body = get(base, "/api/runs")
     runs = {r["id"]: r for r in body["runs"]}
-    assert status == 200 and set(runs) == {"runs/text", "runs/mnist"}
+    assert status == 200 and set(runs) == {"runs/text", "runs/mnist", "runs/flow"}
+    assert not runs["runs/flow"]["streams"] and runs["runs/flow"]["samplers"] == ["ancestral"]
     assert runs["runs/text"]["prompt"] and runs["runs/text"]["streams"] and runs["runs/text"]["samplers"][0] == "llada"
     assert not runs["runs/mnist"]["prompt"] and "flow-euler" not in runs["runs/mnist"]["samplers"]  # EDM: no flow steps
     page = urllib.request.urlopen(base + "/", timeout=10).read().decode()
@@ -133,6 +134,13 @@ def test_images_stream_x_t_and_x0_with_the_noise_level(base):
     assert sigmas == sorted(sigmas, reverse=True) and sigmas[0] == pytest.approx(80.0)
     assert all(f["x_t"].startswith("data:image/png;base64,") and f["x0"].startswith("data:image/png") for f in frames)
     assert msgs[-1]["image"].startswith("data:image/png;base64,") and msgs[-1]["summary"]["nfe"] == 5
+
+
+def test_a_family_without_steps_shows_its_result(base):
+    """Normalizing flows sample in one pass (no callback): no frames, the final image in "done"."""
+    msgs = list(events(base, run="runs/flow", n=4))
+    assert [m["type"] for m in msgs] == ["start", "done"]
+    assert msgs[-1]["image"].startswith("data:image/png;base64,") and msgs[-1]["summary"]["n"] == 4
 
 
 def wait_idle(base: str, timeout: float = 15.0) -> dict:
@@ -216,7 +224,7 @@ def test_cli_listens_on_loopback_only_by_default(runs_root, port_factory):
                           "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         line = p.stdout.readline()
-        assert f"http://127.0.0.1:{port}/ (2 runs under" in line, line
+        assert f"http://127.0.0.1:{port}/ (3 runs under" in line, line
         deadline = time.monotonic() + 20
         while not (listening := [a for a in _listening() if a.endswith(f":{port:04X}")]):
             assert time.monotonic() < deadline and p.poll() is None, "server did not listen"
