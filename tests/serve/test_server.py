@@ -188,14 +188,16 @@ def test_eight_concurrent_generations_complete_through_two_workers(base):
 
 
 def test_a_full_queue_answers_503_and_a_slow_reader_holds_few_frames(runs_root, serving):
-    with serving(create_app([runs_root], workers=1, max_jobs=2)) as url:
+    app = create_app([runs_root], workers=1, max_jobs=2)
+    with serving(app) as url:
         gens = [events(url, run="runs/mnist", sampler="euler", steps=1000, n=1) for _ in range(2)]
         assert [next(g)["type"] for g in gens] == ["start", "queued"]
         status, body = get(url, "/api/generate", run="runs/text")
         assert status == 503 and "busy" in body["error"]
+        app.state.scheduler.close()                  # what `unigen serve` does when it stops
+        assert wait_idle(url)["running"] == 0
         for g in gens:
             g.close()
-        assert wait_idle(url)["running"] == 0
     job = Job(Params(run="r", path=Path("."), sampler="s"))
     for k in range(MAX_FRAMES):
         job.emit({"k": k})

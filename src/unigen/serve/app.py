@@ -173,4 +173,7 @@ def serve(paths: list[str | Path], *, host: str = "127.0.0.1", port: int = 8000,
           f"{', '.join(str(m.root) for m in app.state.mounts)}); Ctrl-C stops", flush=True)
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: listening on {host}: anyone who can reach this machine can use the page", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    try:   # Ctrl-C: open streams get 2 s to end, then every generation is cancelled
+        uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2)
+    finally:
+        app.state.scheduler.close()

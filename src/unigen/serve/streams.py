@@ -188,6 +188,12 @@ class Scheduler:
         threading.Thread(target=self._run, args=(job,), name=f"unigen-serve {params.run}", daemon=True).start()
         return job
 
+    def close(self) -> None:
+        """Cancel every job (the server is stopping); each worker stops at its next sampler step."""
+        with self.lock:
+            for job in self.jobs:
+                job.cancel()
+
     def status(self) -> dict[str, int]:
         with self.lock:
             return {"running": len(self.running), "queued": len(self.jobs) - len(self.running),
