@@ -110,6 +110,11 @@ async def events(job: Job):
 
 def create_app(paths: list[str | Path], *, workers: int = 1, max_jobs: int = 16):
     """The FastAPI app serving the runs under `paths` (folders or run directories)."""
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as e:
+        raise UserError(f"unigen serve needs fastapi and uvicorn ({e.name} is missing): pip install -e .") from None
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
