@@ -10,7 +10,7 @@ MUTATION_STAMP := $(VENV)/.installed-mutation
 MODULES ?=
 MUTATION_ARGS ?=
 
-.PHONY: demo test mutation install install-test clean
+.PHONY: demo test mutation install install-test browser clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -36,7 +36,17 @@ install-test: $(TEST_STAMP)
 demo: $(STAMP)
 	$(BIN)/unigen demo
 
-test: $(TEST_STAMP)
+# the browser tests of `unigen serve` (tests/serve/test_browser.py) need Debian's chromium + chromium-driver:
+# installed here where we may (root with apt-get); elsewhere those tests skip and say what is missing
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null || \
+	  { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null; } || \
+	  echo "could not install chromium chromium-driver: the browser tests will be skipped"; \
+	else echo "no chromium/chromedriver (as root: apt-get install chromium chromium-driver): browser tests skip"; fi
+
+test: $(TEST_STAMP) browser
 	$(BIN)/python -m pytest
 
 # not part of `make test`: minutes per module (MODULES empty = the math set in benchmarks/mutation.py)

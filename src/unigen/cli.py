@@ -8,6 +8,7 @@
     unigen eval RUN_DIR [--json] [--full] [--nfe-sweep [--samplers A,B] [--budgets 5,10] [--n N] [--seeds 0,1]]
                         [--likelihood vlb|ode] [--query Q]
     unigen demo [--out DIR]
+    unigen serve [ROOT or RUN_DIR ...] [--host 127.0.0.1] [--port 8000] [--workers 1]
     unigen tokenizer train FILE --vocab-size N --out DIR | unigen tokenizer encode DIR TEXT
 
 A user error (or a file-system refusal: permissions, disk full) prints one line `error: ...` on stderr and exits
@@ -29,6 +30,7 @@ from unigen.errors import UserError
 from unigen.experiments.demo import run_demo
 from unigen.registry import PRESETS, describe, get_preset
 from unigen.run import evaluate, read_config, sample, train
+from unigen.serve.app import serve
 from unigen.train.distributed import close_process_group
 
 
@@ -87,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="the `make demo` job: train small image and text models, sample, plot")
     d.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
 
+    _add_serve(sub)
     k = sub.add_parser("tokenizer", help="train our byte-level BPE on a text file, or encode text with a tokenizer")
     ks = k.add_subparsers(dest="action", required=True, parser_class=_Parser)
     kt = ks.add_parser("train", help="learn GPT-2-style byte-level BPE merges; write DIR/tokenizer.json (HF format)")
@@ -97,6 +100,15 @@ def build_parser() -> argparse.ArgumentParser:
     ke.add_argument("dir", help="folder holding tokenizer.json (a run directory of a text model works too)")
     ke.add_argument("text", help="the text to encode")
     return p
+
+
+def _add_serve(sub) -> None:
+    v = sub.add_parser("serve", help="a local web page that shows generations of trained runs step by step")
+    v.add_argument("paths", nargs="*", default=["runs"],
+                   help="run directories or folders holding them (default: runs); nothing outside is readable")
+    v.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    v.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    v.add_argument("--workers", type=int, default=1, help="generations run at once; more wait in a queue (default 1)")
 
 
 def parse_overrides(extra: list[str]) -> list[str]:
@@ -185,6 +197,10 @@ def _demo(args, extra) -> None:
     run_demo(args.out)
 
 
+def _serve(args, extra) -> None:
+    serve(args.paths, host=args.host, port=args.port, workers=args.workers, max_jobs=max(16, args.workers))
+
+
 def _tokenizer(args, extra) -> None:
     if args.action == "train":
         tok = OwnBPETokenizer.train(read_text_file(args.file), args.vocab_size)
@@ -194,7 +210,7 @@ def _tokenizer(args, extra) -> None:
 
 
 COMMANDS = {"presets": _presets, "train": _train, "sample": _sample, "eval": _eval, "demo": _demo,
-            "tokenizer": _tokenizer}
+            "tokenizer": _tokenizer, "serve": _serve}
 
 
 def run(argv: list[str]) -> int:

@@ -197,14 +197,15 @@ def denoiser(model: nn.Module):
 @torch.no_grad()
 def generate(model: nn.Module, n: int, *, sampler: str, steps: int, generator: torch.Generator,
              y: Tensor | None = None, guidance: float = 1.0, noise: Tensor | None = None,
-             precision: str = "fp32", batch_size: int = 1000) -> tuple[Tensor, int]:
+             precision: str = "fp32", batch_size: int = 1000, callback=None) -> tuple[Tensor, int]:
     """Draw `n` samples: x = sigma_0 z, then SAMPLERS[sampler] on the model's grid. Returns (x (n, ...), NFE).
 
     z is `noise` (n, ...) when given, else drawn from `generator`; class-conditional models get labels `y` (n,)
     (default: the null label, i.e. unconditional) and classifier-free `guidance` (1 = off). NFE counts the
     denoiser calls per sample (with guidance != 1 each call runs the network on a doubled batch).
     `precision` "bf16" runs the network under bf16 autocast (as trained with train.precision=bf16); the sampler's
-    state and D's skip connection stay in float32.
+    state and D's skip connection stay in float32. `callback` is the sampler's step report ({"i", "x", "sigma",
+    "denoised"}, samplers.py), called for each chunk of `batch_size` samples.
     """
     net = unwrap(model)
     sampler = check_sampler(net, sampler)
@@ -233,7 +234,7 @@ def generate(model: nn.Module, n: int, *, sampler: str, steps: int, generator: t
             y_b = y[i:i + b].to(device) if y is not None else torch.full((b,), net.num_classes, device=device)
             D_b = guided(D_counted, y_b, net.num_classes, guidance)
         x = z if math.isinf(sigmas[0]) else float(sigmas[0]) * z     # a flow grid from t = 1 starts at x_t = z
-        out.append(SAMPLERS[sampler](D_b, x, sigmas, generator=generator).cpu())
+        out.append(SAMPLERS[sampler](D_b, x, sigmas, generator=generator, callback=callback).cpu())
         chunks += 1
     bar.close()
     return torch.cat(out), calls[0] // max(chunks, 1)                # (n, ...)

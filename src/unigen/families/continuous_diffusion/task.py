@@ -17,8 +17,8 @@ from torch import Tensor, nn
 from unigen.config import Config
 from unigen.errors import UserError
 from unigen.families.continuous_diffusion import evaluate, losses
-from unigen.families.continuous_diffusion.network import (DiffusionModelConfig, DiffusionNet, build_backbone,
-                                                          check_sampler, generate, resolved, unwrap)
+from unigen.families.continuous_diffusion.network import (METHODS, DiffusionModelConfig, DiffusionNet,
+                                                          build_backbone, check_sampler, generate, resolved, unwrap)
 from unigen.families.continuous_diffusion.precond import make_denoiser
 from unigen.families.continuous_diffusion.samplers import ALIASES, SAMPLERS
 from unigen.io import atomic_path
@@ -89,6 +89,10 @@ class DiffusionTask(Task):
         shape = tuple(data_info["shape"])
         return DiffusionNet(build_backbone(m, shape, num_classes), m, shape, num_classes)
 
+    def samplers_for(self, cfg: Config) -> tuple[str, ...]:
+        """The samplers that fit the run's training method, its default first (network.METHODS)."""
+        return METHODS[cfg.model.method].samplers
+
     def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
         net = unwrap(model)
         cond = {}
@@ -97,7 +101,9 @@ class DiffusionTask(Task):
         return LOSSES[net.config.method](model, batch["x"], net, cond).mean()
 
     def sample(self, model: nn.Module, cfg: Config, *, run_dir: Path, out_dir: Path, n: int, sampler: str,
-               steps: int, seed: int, guidance: float | None = None, **kw) -> dict[str, Any]:
+               steps: int, seed: int, guidance: float | None = None, callback=None, **kw) -> dict[str, Any]:
+        """`n` samples into out_dir (samples.safetensors, samples.png); `callback` gets the sampler's report of
+        every step ({"i", "x", "sigma", "denoised"}, sampling.report), e.g. to stream the generation."""
         if kw:
             raise UserError(f"diffusion sampling has no option(s) {', '.join(kw)}")
         net = unwrap(model)
@@ -109,7 +115,7 @@ class DiffusionTask(Task):
             raise UserError(f"guidance {scale} needs a class-conditional model (model.class_cond=true)")
         g = torch.Generator(next(net.parameters()).device).manual_seed(seed)
         x, nfe = generate(model, n, sampler=sampler, steps=steps, generator=g, y=y, guidance=scale,
-                          precision=cfg.train.precision)
+                          precision=cfg.train.precision, callback=callback)
         files = save_samples(x, y, Path(out_dir), f"{cfg.preset} {sampler} x{steps} (NFE {nfe})")
         return {**files, "n": n, "sampler": sampler, "steps": steps, "nfe": nfe,
                 **({"guidance": scale} if net.num_classes else {})}

@@ -173,6 +173,22 @@ def _write_samples(out_dir: Path, texts: list[str], record: dict[str, Any]) -> t
     return txt, js
 
 
+def _hook(viewer: Watch | None, callback, mask_id: int, lo: int, hi: int, prompt_tokens: int):
+    """The sampler's per-step callback: the terminal `viewer` sees the whole canvas, `callback` a dict with the
+    canvas cut to the prompt and the generated columns (no BOS, no block padding), as `sample` returns it (a view
+    of the sampler's canvas, valid during the call: samplers update it in place)."""
+    if callback is None:
+        return viewer
+    step = [0]
+
+    def both(x: Tensor) -> None:
+        if viewer is not None:
+            viewer(x)
+        callback({"i": step[0], "canvas": x[:, lo:hi], "mask_id": mask_id, "prompt_tokens": prompt_tokens})
+        step[0] += 1
+    return both
+
+
 class DiscreteLMTask(Task):
     model_config = DiscreteLMConfig
 
@@ -205,9 +221,11 @@ class DiscreteLMTask(Task):
     @torch.no_grad()
     def sample(self, model: nn.Module, cfg: Config, *, run_dir: Path, out_dir: Path, n: int, sampler: str,
                steps: int, seed: int, prompt: str | None = None, watch: bool = False, guidance: float | None = None,
-               length: int = 0, temperature: float = 1.0, use_cache: bool = True, **kw) -> dict[str, Any]:
+               length: int = 0, temperature: float = 1.0, use_cache: bool = True, callback=None,
+               **kw) -> dict[str, Any]:
         """`n` texts continuing `prompt` (none: from scratch); `length` generated tokens (0: fill data.seq_len).
-        Writes out_dir/samples.txt and samples.json (tokens, NFE, model calls, tokens/s)."""
+        Writes out_dir/samples.txt and samples.json (tokens, NFE, model calls, tokens/s). `callback` gets
+        {"i", "canvas" (n, prompt + length), "mask_id", "prompt_tokens"} after every sampler step (`_hook`)."""
         if kw:
             raise UserError(f"{self.method} sampling has no option(s) {', '.join(kw)}")
         lm = unwrap(model)
@@ -232,8 +250,9 @@ class DiscreteLMTask(Task):
         viewer = Watch(tok.decode, lm.mask_id, title=f"{cfg.preset or self.method} {sampler}") if watch else None
         gen = torch.Generator(canvas.device).manual_seed(seed)
         t0 = time.perf_counter()
+        hook = _hook(viewer, callback, lm.mask_id, lo, lo + len(ids) + length, len(ids))
         out, stats = SAMPLERS[sampler](self.spec.denoiser(lm), canvas.clone(), steps=steps, generator=gen,
-                                       callback=viewer, **opts)
+                                       callback=hook, **opts)
         seconds = time.perf_counter() - t0
         if viewer is not None:
             viewer.close()
