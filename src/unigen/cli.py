@@ -54,6 +54,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     t.add_argument("--dry-run", action="store_true", help="print the resolved config as JSON and exit")
 
+    _add_sample(sub)
+    _add_eval(sub)
+    d = sub.add_parser("demo", help="the `make demo` job: train small image and text models, sample, plot")
+    d.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
+
+    _add_serve(sub)
+    _add_tokenizer(sub)
+    return p
+
+
+def _add_sample(sub) -> None:
     s = sub.add_parser("sample", help="sample from a trained run")
     s.add_argument("run_dir", help="run directory written by `unigen train`")
     s.add_argument("--sampler", default="", help="sampler name (default: the run's default sampler)")
@@ -69,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print the JSON summary (files, sampler, NFE) instead of the "
                                                       "generated text or the image grid's path")
 
+
+def _add_eval(sub) -> None:
     e = sub.add_parser("eval", help="evaluate a trained run")
     e.add_argument("run_dir", help="run directory written by `unigen train`")
     e.add_argument("--json", action="store_true", help="print one JSON object of metrics on stdout")
@@ -86,10 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="diffusion: bits/dim of the first --n 8-bit test images, DDPM's variational bound (vlb) or "
                         "the probability-flow ODE (ode)")
 
-    d = sub.add_parser("demo", help="the `make demo` job: train small image and text models, sample, plot")
-    d.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
 
-    _add_serve(sub)
+def _add_tokenizer(sub) -> None:
     k = sub.add_parser("tokenizer", help="train our byte-level BPE on a text file, or encode text with a tokenizer")
     ks = k.add_subparsers(dest="action", required=True, parser_class=_Parser)
     kt = ks.add_parser("train", help="learn GPT-2-style byte-level BPE merges; write DIR/tokenizer.json (HF format)")
@@ -99,7 +110,6 @@ def build_parser() -> argparse.ArgumentParser:
     ke = ks.add_parser("encode", help="print the token ids of TEXT as a JSON list")
     ke.add_argument("dir", help="folder holding tokenizer.json (a run directory of a text model works too)")
     ke.add_argument("text", help="the text to encode")
-    return p
 
 
 def _add_serve(sub) -> None:

@@ -60,7 +60,7 @@ def test_lists_runs_and_serves_only_local_assets(base):
     runs = {r["id"]: r for r in body["runs"]}
     assert status == 200 and set(runs) == {"runs/text", "runs/mnist", "runs/flow"}
     assert not runs["runs/flow"]["streams"] and runs["runs/flow"]["samplers"] == ["ancestral"]
-    assert runs["runs/text"]["prompt"] and runs["runs/text"]["streams"] and runs["runs/text"]["samplers"][0] == "llada"
+    assert runs["runs/text"]["prompt"] and runs["runs/text"]["streams"] and runs["runs/text"]["samplers"][0] == "mdlm"  # the run's own default first
     assert not runs["runs/mnist"]["prompt"] and "flow-euler" not in runs["runs/mnist"]["samplers"]  # EDM: no flow steps
     page = urllib.request.urlopen(base + "/", timeout=10).read().decode()
     for ref in re.findall(r'(?:src|href)="([^"]+)"', page):

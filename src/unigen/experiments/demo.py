@@ -75,4 +75,6 @@ def run_demo(out: str | Path = "outputs/demo") -> dict:
     print("[demo] wrote:")
     for name in ("mnist_samples.png", "loss_curves.png", "generated_text.txt", "metrics.json"):
         print(f"  {out / name}")
+    print(f"[demo] watch both models generate, step by step, in your browser:\n  unigen serve {runs}\n"
+          f"  then open http://127.0.0.1:8000/", flush=True)
     return report
