@@ -55,7 +55,7 @@ def coco_dicts(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, scores: torch.Te
     results = [{"image_id": i + 1, "category_id": int(labels[i, q]) + 1, "score": float(scores[i, q]),
                 "bbox": [float(a), float(b), float(c - a), float(d - b)]}
                for i in range(len(scores)) for q, (a, b, c, d) in enumerate(xyxy[i].tolist())]
-    return {"images": images, "annotations": anns, "categories": cats}, results
+    return {"info": {}, "images": images, "annotations": anns, "categories": cats}, results
 
 
 def coco_map(gt: dict, results: list[dict]) -> dict[str, float]:
