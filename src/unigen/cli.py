@@ -8,6 +8,7 @@
     unigen eval RUN_DIR [--json] [--nfe-sweep [--samplers A,B] [--budgets 5,10] [--n N] [--seeds 0,1]]
                         [--likelihood vlb|ode] [--query Q]
     unigen demo [--out DIR]
+    unigen detect RUN_DIR --image FILE [--threshold P] [--out FILE]
     unigen tokenizer train FILE --vocab-size N --out DIR | unigen tokenizer encode DIR TEXT
 
 A user error (or a file-system refusal: permissions, disk full) prints one line `error: ...` on stderr and exits
@@ -27,7 +28,7 @@ from unigen.data.tokenizer import OwnBPETokenizer, load_tokenizer
 from unigen.errors import UserError
 from unigen.experiments.demo import run_demo
 from unigen.registry import PRESETS, describe, get_preset
-from unigen.run import evaluate, read_config, sample, train
+from unigen.run import detect, evaluate, read_config, sample, train
 from unigen.train.distributed import close_process_group
 
 
@@ -78,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="diffusion: bits/dim of the first --n 8-bit test images, DDPM's variational bound (vlb) or "
                         "the probability-flow ODE (ode)")
 
+    _add_detect(sub)
     d = sub.add_parser("demo", help="the `make demo` job: train small image and text models, sample, plot")
     d.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
 
@@ -91,6 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
     ke.add_argument("dir", help="folder holding tokenizer.json (a run directory of a text model works too)")
     ke.add_argument("text", help="the text to encode")
     return p
+
+
+def _add_detect(sub) -> None:
+    dt = sub.add_parser("detect", help="detection runs: find objects in an image file and draw labelled boxes")
+    dt.add_argument("run_dir", help="run directory written by `unigen train` (a detection preset)")
+    dt.add_argument("--image", required=True, help="PNG/JPEG image of the size the run was trained on")
+    dt.add_argument("--threshold", type=float, default=0.5, help="smallest score of a box that is kept (0-1)")
+    dt.add_argument("--out", default=None, help="output PNG (default: RUN/detections/<image name>.png)")
 
 
 def parse_overrides(extra: list[str]) -> list[str]:
@@ -158,6 +168,10 @@ def _eval(args, extra) -> None:
             print(f"{k}: {v}")
 
 
+def _detect(args, extra) -> None:
+    print(json.dumps(detect(args.run_dir, args.image, out=args.out, threshold=args.threshold), indent=2))
+
+
 def _demo(args, extra) -> None:
     run_demo(args.out)
 
@@ -171,7 +185,7 @@ def _tokenizer(args, extra) -> None:
 
 
 COMMANDS = {"presets": _presets, "train": _train, "sample": _sample, "eval": _eval, "demo": _demo,
-            "tokenizer": _tokenizer}
+            "tokenizer": _tokenizer, "detect": _detect}
 
 
 def run(argv: list[str]) -> int:

@@ -24,7 +24,7 @@ from unigen.errors import UserError
 
 MAX_OBJECTS = 6
 MAX_COVER = 0.35              # the largest share of a square's area that another square may cover
-N_TRAIN, N_TEST, DEFAULT_SIZE, MIN_SIZE = 10_000, 1_000, 48, 32
+N_TRAIN, N_TEST, DEFAULT_SIZE, MIN_SIZE = 10_000, 1_000, 48, 16
 PLACEMENT_TRIES = 200
 CHUNK = 1000                  # images rendered at once (bounds the (chunk, S, S) float64 masks)
 
@@ -85,7 +85,7 @@ class ScenesData:
 
     name: str = "scenes"
     n_train: int = 0            # training pictures (0 = 10,000); test always has 1,000
-    image_size: int = 0         # side of the pictures (0 = 48, else at least 32)
+    image_size: int = 0         # side of the pictures (0 = 48, else at least 16)
     seed: int = 0               # seed of the drawn layouts
 
     def check(self) -> None:
