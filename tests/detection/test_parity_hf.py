@@ -6,7 +6,7 @@ port feeds both the feature map of theirs."""
 import pytest
 import torch
 
-from unigen.families.detection.losses import detr_loss
+from unigen.families.detection.losses import box_normaliser, detr_loss
 from unigen.families.detection.network import DETR, DetectorConfig
 
 transformers = pytest.importorskip("transformers")
@@ -16,13 +16,13 @@ from transformers.loss.loss_for_object_detection import ForObjectDetectionLoss  
 K, Q, L, D = 3, 7, 2, 32
 
 
-def hf_config(**kw) -> DetrConfig:
+def hf_config(auxiliary_loss: bool = True) -> DetrConfig:
     backbone = ResNetConfig(num_channels=3, embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1],
                             layer_type="basic", out_features=["stage2"])
     return DetrConfig(use_timm_backbone=False, backbone=None, backbone_config=backbone, use_pretrained_backbone=False,
                       d_model=D, encoder_layers=2, decoder_layers=L, encoder_attention_heads=4,
                       decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, num_queries=Q, num_labels=K,
-                      auxiliary_loss=True, dropout=0.0, **kw)
+                      auxiliary_loss=auxiliary_loss, dropout=0.0)
 
 
 def predictions(seed: int, B: int = 3):
@@ -55,6 +55,12 @@ def test_set_loss_normalises_by_at_least_one_box():
     assert logs["loss_bbox"] == 0 and logs["loss_giou"] == 0 and total.item() == pytest.approx(ce.item(), rel=1e-6)
 
 
+def test_box_normaliser_is_the_per_process_share_clamped_at_one():
+    """Summed over processes, divided by their number (DDP then averages gradients), never below 1."""
+    assert box_normaliser(3, 2) == 1.5 and box_normaliser(1, 2) == 1.0 and box_normaliser(0, 1) == 1.0
+    assert box_normaliser(8, 1) == 8.0
+
+
 def port(hf: DetrForObjectDetection, ours: DETR) -> None:
     """Copy the transformer and heads of `hf` into `ours` (names differ, shapes agree)."""
     m, sd = hf.model, {}
@@ -80,21 +86,29 @@ def port(hf: DetrForObjectDetection, ours: DETR) -> None:
 
 
 def test_weight_port_matches_detr_for_object_detection():
+    """Final and per-layer outputs. HF's `auxiliary_loss=True` feeds each layer-normed decoder output into the next
+    layer, unlike facebookresearch/detr (`intermediate.append(self.norm(output))`, `output` itself un-normed), which
+    we follow; so their forward is taken with `auxiliary_loss=False` and the per-layer outputs are rebuilt from the
+    raw decoder hidden states."""
     torch.manual_seed(0)
-    hf = DetrForObjectDetection(hf_config()).eval()
+    hf = DetrForObjectDetection(hf_config(auxiliary_loss=False)).eval()
+    with torch.no_grad():      # their init (std 0.02) makes attention nearly uniform and positions invisible
+        for name, p in hf.named_parameters():
+            if not name.startswith("model.backbone."):
+                p.normal_(0, 0.5 if p.ndim > 1 else 0.2)
     ours = DETR(DetectorConfig(d_model=D, heads=4, enc_layers=2, dec_layers=L, ffn=64, queries=Q, dropout=0.0,
                                backbone_width=16, backbone_stages=1), 3, K).eval()
     port(hf, ours)
     x = torch.randn(3, 3, 40, 56)                                               # not square: rows vs columns
     with torch.no_grad():
-        out = hf(pixel_values=x)
-        inner = hf.model(pixel_values=x)
+        out = hf(pixel_values=x, output_hidden_states=True)
         features = hf.model.backbone.conv_encoder(x, torch.ones(3, 40, 56, dtype=torch.long))[-1][0]
         mine = ours.head(features)
     assert torch.allclose(mine["logits"][-1], out.logits, atol=1e-5)
     assert torch.allclose(mine["boxes"][-1], out.pred_boxes, atol=1e-5)
-    hs = inner.intermediate_hidden_states                                      # (L, B, N, d): every decoder layer
-    assert hs.shape == (L, 3, Q, D)
-    aux = hf.class_labels_classifier(hs)
-    assert torch.allclose(mine["logits"], aux, atol=1e-5)
-    assert torch.allclose(mine["boxes"], hf.bbox_predictor(hs).sigmoid(), atol=1e-5)
+    raw = out.decoder_hidden_states                                            # input, layer outputs, final normed
+    assert len(raw) == L + 1
+    hs = torch.stack([hf.model.decoder.layernorm(h) for h in raw[1:L]] + [raw[L]])   # (L, B, N, d)
+    with torch.no_grad():
+        assert torch.allclose(mine["logits"], hf.class_labels_classifier(hs), atol=1e-5)
+        assert torch.allclose(mine["boxes"], hf.bbox_predictor(hs).sigmoid(), atol=1e-5)

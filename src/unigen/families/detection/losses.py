@@ -30,7 +30,12 @@ def global_num_boxes(targets: Targets, device: torch.device | str = "cpu") -> fl
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(n)
         world = dist.get_world_size()
-    return max(n.item() / world, 1.0)
+    return box_normaliser(n.item(), world)
+
+
+def box_normaliser(total_boxes: float, world_size: int) -> float:
+    """N_boxes from the global count: total / world size, at least 1 (a process may hold no box at all)."""
+    return max(total_boxes / world_size, 1.0)
 
 
 def set_loss(logits: torch.Tensor, boxes: torch.Tensor, targets: Targets, matches: Targets, num_boxes: float,
