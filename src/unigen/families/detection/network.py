@@ -6,7 +6,7 @@ As in the reference: post-norm layers (normalize_before=False); the position enc
 keys of every attention, never to values; decoder input tgt = 0 with the learned query embeddings as the queries'
 positions; one shared LayerNorm after every decoder layer, whose outputs all go to the (shared) heads, giving the
 auxiliary losses (only the copies that go to the heads are normed: the next layer gets the raw output).
-Transformer matrices start Xavier-uniform, as the reference's `_reset_parameters`. The backbone is small and trained from scratch (the paper's is an ImageNet ResNet-50): stride-2
+Transformer matrices start Xavier-uniform, as the reference's `_reset_parameters` (`xavier_init`). The backbone is small and trained from scratch (the paper's is an ImageNet ResNet-50): stride-2
 3x3 conv stages with GroupNorm. Networks hold parameters only; the loss is `losses.detr_loss`.
 """
 from __future__ import annotations
@@ -36,6 +36,7 @@ class DetectorConfig:
     cost_bbox: float = 5.0          # lambda_L1
     cost_giou: float = 2.0          # lambda_giou
     backbone_lr_scale: float = 0.1  # backbone LR / transformer LR (1e-5 / 1e-4)
+    xavier_init: bool = True        # transformer matrices Xavier-uniform (the reference); False: torch's defaults
 
 
 class Backbone(nn.Module):
@@ -124,9 +125,10 @@ class DETR(nn.Module):
         self.bbox_embed = nn.Sequential(nn.Linear(c.d_model, c.d_model), nn.ReLU(), nn.Linear(c.d_model, c.d_model),
                                         nn.ReLU(), nn.Linear(c.d_model, 4))
         self.d_model = c.d_model
-        for p in [*self.encoder.parameters(), *self.decoder.parameters()]:   # the reference's _reset_parameters
-            if p.dim() > 1:
-                nn.init.xavier_uniform_(p)
+        if c.xavier_init:                                                       # the reference's _reset_parameters
+            for p in [*self.encoder.parameters(), *self.decoder.parameters()]:
+                if p.dim() > 1:
+                    nn.init.xavier_uniform_(p)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.head(self.backbone(x))
