@@ -4,8 +4,8 @@ torch thread.
 
     python -m benchmarks.detection --out DIR [--overrides train.steps=3000,train.lr=1e-3] [--pictures 8]
 
-Training and evaluation go through unigen's API (`unigen.run.train`, `unigen.run.evaluate`) into DIR/run (reused
-when it holds eval.json). The baseline knows nothing of the image: a 4 x 4 grid of boxes of the median training
+Training and evaluation go through unigen's API (`unigen.run.train`, `unigen.run.evaluate`) into DIR/run (training
+is skipped when DIR/train_time.json exists, evaluation when DIR/run/eval.json does). The baseline knows nothing of the image: a 4 x 4 grid of boxes of the median training
 box size, each with every class, scores drawn at random. DIR/results.json holds the numbers, DIR/pictures/ the
 detections (score >= 0.5) drawn on the first held-out scenes.
 """
@@ -87,12 +87,13 @@ def main() -> None:
     out = Path(args.out)
     cfg = apply_overrides(get_preset("shapes-detr"), [o for o in args.overrides.split(",") if o])
     run_dir = out / "run"
-    if not (run_dir / "eval.json").exists():
+    if not (out / "train_time.json").exists():
         load_before = os.getloadavg()
         t = time.perf_counter()
         result = run.train(cfg, run_dir, overwrite=True)
         atomic_write_json(out / "train_time.json", {"train_seconds": time.perf_counter() - t, "steps": result.step,
                                                     "load_before": load_before, "load_after": os.getloadavg()})
+    if not (run_dir / "eval.json").exists():
         run.evaluate(run_dir)
     results = {"detr": read_json(run_dir / "eval.json"), "grid_baseline": grid_baseline(cfg),
                "train": read_json(out / "train_time.json"), "step_seconds_1_thread": step_seconds(cfg),

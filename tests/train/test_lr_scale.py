@@ -1,6 +1,8 @@
 """`Objective.lr_scale`: parameter groups with their own learning rate (DETR's backbone at 1/10). AdamW's first
 step moves every weight by lr * g / (|g| + eps), i.e. by the learning rate itself when eps is negligible, so the
 first update of each parameter measures its group's learning rate."""
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
@@ -39,3 +41,16 @@ def test_bad_multiplier_is_a_user_error(tmp_path):
     obj = Objective("main", loss, lr_scale=lambda m: [(m[0].parameters(), 0.0)])
     with pytest.raises(UserError, match="LR multiplier must be > 0"):
         fit(model, [obj], data, cfg, tmp_path / "run")
+
+
+def test_resume_keeps_the_multipliers(tmp_path):
+    """Two steps straight equal one step, then a resume to two (the multiplier travels in the checkpoint)."""
+    model, data, loss, cfg = setup()
+    obj = lambda: Objective("main", loss, lr_scale=lambda m: [(m[0].parameters(), 0.1)])
+    fit(model, [obj()], data, dataclasses.replace(cfg, steps=2), tmp_path / "straight")
+    model2, *_ = setup()
+    fit(model2, [obj()], data, cfg, tmp_path / "resumed")
+    model3, *_ = setup()
+    fit(model3, [obj()], data, dataclasses.replace(cfg, steps=2), tmp_path / "resumed", resume=True)
+    for a, b in zip(model.parameters(), model3.parameters()):
+        assert torch.equal(a, b)
