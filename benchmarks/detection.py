@@ -1,6 +1,6 @@
 """DETR on the procedural `scenes` (preset `shapes-detr`): COCO mAP / AP50 / AP75 on the 1,000 held-out scenes
-beside a trivial baseline, the wall-clock training time with the machine's load, and the per-step time at one
-torch thread.
+beside a trivial baseline, the wall-clock training time with the machine's load, and the per-step time at one and
+two torch threads.
 
     python -m benchmarks.detection --out DIR [--overrides train.steps=3000,train.lr=1e-3] [--pictures 8]
 
@@ -45,16 +45,17 @@ def grid_baseline(cfg) -> dict:
     return coco_map(gt, results)
 
 
-def step_seconds(cfg, steps: int = 10) -> float:
-    """Median seconds of one training step (loss, backward, AdamW) at one torch thread."""
+def step_seconds(cfg, steps: int = 20) -> dict[int, float]:
+    """Median seconds of one training step (loss, backward, clip, AdamW) at 1 and at 2 torch threads, interleaved
+    in this process (a load spike hits both alike), after 4 warm-up steps."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     task, data = TASKS[cfg.task], load(cfg.data, "train")
     torch.manual_seed(0)
     model = task.build(cfg, data.info)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
-    times = []
-    for s in range(steps + 2):
+    times: dict[int, list[float]] = {1: [], 2: []}
+    for s in range(4 + 2 * steps):
+        torch.set_num_threads(1 + s % 2)
         batch = data.batch(torch.arange(s * cfg.train.batch_size, (s + 1) * cfg.train.batch_size))
         t = time.perf_counter()
         loss, _ = task.loss(model, batch)
@@ -62,9 +63,10 @@ def step_seconds(cfg, steps: int = 10) -> float:
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
         opt.step()
         opt.zero_grad()
-        times.append(time.perf_counter() - t)
+        if s >= 4:
+            times[1 + s % 2].append(time.perf_counter() - t)
     torch.set_num_threads(threads)
-    return sorted(times[2:])[len(times[2:]) // 2]
+    return {k: sorted(v)[len(v) // 2] for k, v in times.items()}
 
 
 def pictures(run_dir: Path, cfg, out: Path, n: int) -> None:
@@ -83,9 +85,13 @@ def main() -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--overrides", default="", help="comma-separated section.key=value for the preset")
     p.add_argument("--pictures", type=int, default=8)
+    p.add_argument("--timing-only", action="store_true", help="only the per-step times (and the load average)")
     args = p.parse_args()
     out = Path(args.out)
     cfg = apply_overrides(get_preset("shapes-detr"), [o for o in args.overrides.split(",") if o])
+    if args.timing_only:
+        print({"step_seconds_by_threads": step_seconds(cfg), "load": os.getloadavg()})
+        return
     run_dir = out / "run"
     if not (out / "train_time.json").exists():
         load_before = os.getloadavg()
@@ -96,7 +102,7 @@ def main() -> None:
     if not (run_dir / "eval.json").exists():
         run.evaluate(run_dir)
     results = {"detr": read_json(run_dir / "eval.json"), "grid_baseline": grid_baseline(cfg),
-               "train": read_json(out / "train_time.json"), "step_seconds_1_thread": step_seconds(cfg),
+               "train": read_json(out / "train_time.json"), "step_seconds_by_threads": step_seconds(cfg),
                "load_at_step_timing": os.getloadavg(), "overrides": args.overrides}
     atomic_write_json(out / "results.json", results)
     pictures(run_dir, cfg, out / "pictures", args.pictures)
