@@ -208,6 +208,7 @@ def detect(run_dir: str | Path, image: str | Path, *, out: str | Path | None = N
     found = find(model, cfg, {"x": from_uint8(pixels.permute(2, 0, 1)[None])}, threshold=threshold)[0]
     names = info.get("class_names") or [str(k) for k in range(info["num_classes"])]
     found["names"] = [names[k] for k in found["labels"]]
+    found["boxes"] = [[round(v, 2) for v in box] for box in found["boxes"]]
     out = Path(out) if out else run_dir / "detections" / f"{Path(image).stem}.png"
     captions = [f"{n} {s:.2f}" for n, s in zip(found["names"], found["scores"])]
     draw_boxes(pixels if pixels.shape[-1] == 3 else pixels.expand(-1, -1, 3), found["boxes"], captions, out)
