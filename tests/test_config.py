@@ -18,7 +18,7 @@ import unigen.config
 from unigen.config import Config, DataConfig, apply_overrides, validate
 from unigen.data import (DATASETS, DatasetEntry, Dataset, DigitsData, MnistData, ShapesData, TextData, Toy2dData, load,
                          make_options)
-from unigen.data import MnistPixelsData
+from unigen.data import MnistPixelsData, ScenesData
 from unigen.data.words import WordsData
 from unigen.errors import UserError
 from unigen.registry import TASKS, get_preset
@@ -57,7 +57,8 @@ def error(fn) -> str:
 def test_registry_entries_and_exported_classes():
     assert {n: e.options for n, e in DATASETS.items()} == {"toy2d": Toy2dData, "digits": DigitsData,
                                                            "mnist": MnistData, "text": TextData, "shapes": ShapesData,
-                                                           "words": WordsData, "mnist-pixels": MnistPixelsData}
+                                                           "words": WordsData, "mnist-pixels": MnistPixelsData,
+                                                           "scenes": ScenesData}
     for name, entry in DATASETS.items():
         opts = entry.options()
         assert opts.name == name and own_fields(entry.options)[0] == "name"
@@ -75,7 +76,7 @@ def test_compatibility_factory_returns_the_dataset_class():
     msg = error(lambda: DataConfig(name="mnist", toy="rings"))
     assert msg == "dataset 'mnist' has no option 'toy'; it has name, image_size"
     assert error(lambda: DataConfig(name="nope")) == \
-        "data.name='nope' is not one of: toy2d, digits, mnist, text, shapes, words, mnist-pixels"
+        "data.name='nope' is not one of: toy2d, digits, mnist, text, shapes, words, mnist-pixels, scenes"
 
 
 def test_load_rejects_unknown_or_mismatched_options():
@@ -98,6 +99,7 @@ def test_load_rejects_unknown_or_mismatched_options():
     (ShapesData(image_size=-1), "data.image_size must be >= 0, got -1"),
     (ShapesData(image_size=8), "data.image_size=8 is too small for shapes; use 0 (32) or at least 16"),
     (ShapesData(seed=-5), "data.seed must be in [0, 2147483647], got -5"),
+    (ScenesData(image_size=8), "data.image_size=8 is too small for scenes; use 0 (48) or at least 16"),
 ], ids=lambda v: v if isinstance(v, str) else type(v).__name__)
 def test_each_dataset_checks_its_options(opts, words):
     """The same message from check(), from validate() on a Config holding the options, and from load()."""
@@ -190,7 +192,7 @@ def test_unknown_data_key_lists_only_the_current_datasets_keys():
     assert msg == "unknown key 'data.toy': it is an option of toy2d (set data.name first); " \
                   "the mnist dataset has data.name, data.image_size"
     msg = error(lambda: apply_overrides(get_preset("mnist-edm"), ["data.n_train=256"]))   # not 'data.name'
-    assert msg == "unknown key 'data.n_train': it is an option of toy2d, shapes (set data.name first); " \
+    assert msg == "unknown key 'data.n_train': it is an option of toy2d, shapes, scenes (set data.name first); " \
                   "the mnist dataset has data.name, data.image_size"
     msg = error(lambda: apply_overrides(get_preset("mlp-digits"), ["data.image_sise=4"]))
     assert msg == "unknown key 'data.image_sise': did you mean 'data.image_size'? " \
@@ -201,7 +203,7 @@ def test_unknown_data_key_lists_only_the_current_datasets_keys():
 
 def test_unknown_dataset_name_is_an_error():
     assert error(lambda: apply_overrides(get_preset("mnist-edm"), ["data.name=imagenet"])) == \
-        "data.name='imagenet' is not one of: toy2d, digits, mnist, text, shapes, words, mnist-pixels"
+        "data.name='imagenet' is not one of: toy2d, digits, mnist, text, shapes, words, mnist-pixels, scenes"
 
 
 # ---- config.json --------------------------------------------------------------------------------------------
@@ -246,7 +248,7 @@ def test_data_section_errors_in_config_json():
     def load_data(data):
         return lambda: Config.from_dict({"data": data}, TinyModel)
     assert error(load_data({"name": "imagenet"})) == "config.json: data.name='imagenet' is not one of: toy2d, " \
-                                                     "digits, mnist, text, shapes, words, mnist-pixels"
+                                                     "digits, mnist, text, shapes, words, mnist-pixels, scenes"
     assert "data.name=['mnist'] is not one of" in error(load_data({"name": ["mnist"]}))
     assert error(load_data({"name": "mnist", "colour": 1})) == "config.json has an unknown key 'data.colour'"
     assert error(load_data({"name": "mnist", "image_size": "8"})) == \

@@ -9,6 +9,7 @@
                         [--likelihood vlb|ode] [--query Q]
     unigen demo [--out DIR]
     unigen serve [ROOT or RUN_DIR ...] [--host 127.0.0.1] [--port 8000] [--workers 1]
+    unigen detect RUN_DIR --image FILE [--threshold P] [--out FILE]
     unigen tokenizer train FILE --vocab-size N --out DIR | unigen tokenizer encode DIR TEXT
 
 A user error (or a file-system refusal: permissions, disk full) prints one line `error: ...` on stderr and exits
@@ -29,7 +30,7 @@ from unigen.data.tokenizer import OwnBPETokenizer, load_tokenizer
 from unigen.errors import UserError
 from unigen.experiments.demo import run_demo
 from unigen.registry import PRESETS, describe, get_preset
-from unigen.run import evaluate, read_config, sample, train
+from unigen.run import detect, evaluate, read_config, sample, train
 from unigen.serve.app import serve
 from unigen.train.distributed import close_process_group
 
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
 
     _add_serve(sub)
+    _add_detect(sub)
     _add_tokenizer(sub)
     return p
 
@@ -119,6 +121,14 @@ def _add_serve(sub) -> None:
     v.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     v.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     v.add_argument("--workers", type=int, default=1, help="generations run at once; more wait in a queue (default 1)")
+
+
+def _add_detect(sub) -> None:
+    dt = sub.add_parser("detect", help="detection runs: find objects in an image file and draw labelled boxes")
+    dt.add_argument("run_dir", help="run directory written by `unigen train` (a detection preset)")
+    dt.add_argument("--image", required=True, help="PNG/JPEG image of the size the run was trained on")
+    dt.add_argument("--threshold", type=float, default=0.5, help="smallest score of a box that is kept (0-1)")
+    dt.add_argument("--out", default=None, help="output PNG (default: RUN/detections/<image name>.png)")
 
 
 def parse_overrides(extra: list[str]) -> list[str]:
@@ -203,6 +213,10 @@ def _eval(args, extra) -> None:
         print("(a quick measurement on a small sample; `--full` for the full one)", file=sys.stderr)
 
 
+def _detect(args, extra) -> None:
+    print(json.dumps(detect(args.run_dir, args.image, out=args.out, threshold=args.threshold), indent=2))
+
+
 def _demo(args, extra) -> None:
     run_demo(args.out)
 
@@ -220,7 +234,7 @@ def _tokenizer(args, extra) -> None:
 
 
 COMMANDS = {"presets": _presets, "train": _train, "sample": _sample, "eval": _eval, "demo": _demo,
-            "tokenizer": _tokenizer, "serve": _serve}
+            "tokenizer": _tokenizer, "serve": _serve, "detect": _detect}
 
 
 def run(argv: list[str]) -> int:

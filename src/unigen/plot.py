@@ -4,6 +4,7 @@
     with figure(path) as ax: ...      one matplotlib axis, saved atomically on exit (format from the suffix)
     plot_curves(series, path)         named (steps, values) curves
     save_scatter(x, path)             2-D points (n, 2)
+    draw_boxes(image, boxes, ...)     an image enlarged, with labelled boxes (detections)
 
 Every writer goes through `unigen.io.atomic_path`: a reader never sees a half-written file.
 """
@@ -101,4 +102,23 @@ def save_scatter(x: torch.Tensor, path: str | Path, title: str = "", lim: float 
         ax.set_ylim(-lim, lim)
         ax.set_aspect("equal")
         ax.set_title(title)
+    return Path(path)
+
+
+def draw_boxes(image: torch.Tensor, boxes: Sequence[Sequence[float]], captions: Sequence[str], path: str | Path,
+               scale: int = 8) -> Path:
+    """Save a uint8 image (H, W, 3) enlarged `scale` times (nearest pixel) with corner boxes [x0, y0, x1, y1] (in
+    pixels of the original) outlined and each box's caption ("square 0.93") above its top-left corner."""
+    from PIL import Image, ImageDraw
+    h, w = image.shape[:2]
+    img = Image.fromarray(image.numpy()).resize((w * scale, h * scale), Image.NEAREST)
+    draw = ImageDraw.Draw(img)
+    palette = [(255, 255, 255), (255, 80, 80), (80, 255, 80), (80, 160, 255), (255, 255, 80), (255, 80, 255)]
+    for i, (box, text) in enumerate(zip(boxes, captions)):
+        colour = palette[i % len(palette)]
+        x0, y0, x1, y1 = (v * scale for v in box)
+        draw.rectangle([x0, y0, x1, y1], outline=colour, width=2)
+        draw.text((x0 + 2, max(y0 - 11, 0)), text, fill=colour)
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
     return Path(path)

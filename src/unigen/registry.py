@@ -12,6 +12,8 @@ from unigen.families.classify import presets as classify_presets
 from unigen.families.classify import task as classify
 from unigen.families.continuous_diffusion import presets as diffusion_presets
 from unigen.families.continuous_diffusion import task as diffusion
+from unigen.families.detection import presets as detection_presets
+from unigen.families.detection import task as detection
 from unigen.families.discrete_diffusion import presets as discrete_presets
 from unigen.families.discrete_diffusion import task as discrete_family
 from unigen.families.word2vec import presets as word2vec_presets
@@ -25,6 +27,7 @@ TASKS = {
     **discrete_family.TASKS,
     "word2vec": word2vec.TASK,
     "normalizing_flows": flows_task.TASK,
+    "detection": detection.TASK,
 }
 
 PRESETS: dict[str, Callable[[], Config]] = {
@@ -34,6 +37,7 @@ PRESETS: dict[str, Callable[[], Config]] = {
     **word2vec_presets.PRESETS,
     **discrete_presets.PIXEL_PRESETS,
     **flows_presets.PRESETS,
+    **detection_presets.PRESETS,
 }
 
 

@@ -1,4 +1,4 @@
-"""The importable functions behind the CLI: `train`, `load`, `sample`, `evaluate`. Tests call them directly.
+"""The importable functions behind the CLI: `train`, `load`, `sample`, `evaluate`, `detect`. Tests call them directly.
 
 A run directory holds everything needed to rebuild its model (Hugging Face style):
 
@@ -17,9 +17,11 @@ from torch import nn
 
 from unigen import registry
 from unigen.config import Config, validate
+from unigen.data import from_uint8
 from unigen.data import load as load_data
 from unigen.errors import UserError
 from unigen.io import atomic_write_json, is_leftover, jsonable, read_json
+from unigen.plot import draw_boxes
 from unigen.task import require, samplers
 from unigen.train import checkpoint as ckpt
 from unigen.train import fit
@@ -179,6 +181,39 @@ def evaluate(run_dir: str | Path, *, quick: bool = False, **kw) -> dict[str, Any
     if "query" not in kw:
         atomic_write_json(run_dir / ("eval_quick.json" if quick else "eval.json"), jsonable(metrics))
     return metrics
+
+
+def read_image(path: str | Path, shape: tuple[int, int, int]) -> torch.Tensor:
+    """A PNG/JPEG file as uint8 (H, W, C) of exactly the run's image `shape` (C, H, W); else a one-line UserError."""
+    from PIL import Image, UnidentifiedImageError
+    c, h, w = shape
+    try:
+        with Image.open(path) as im:
+            img = im.convert("RGB" if c == 3 else "L")
+    except (OSError, UnidentifiedImageError) as e:
+        raise UserError(f"cannot read image {path}: {e}") from None
+    if img.size != (w, h):
+        raise UserError(f"image {path} is {img.size[0]}x{img.size[1]} pixels; this run's model takes {w}x{h}")
+    return torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).reshape(h, w, c)
+
+
+def detect(run_dir: str | Path, image: str | Path, *, out: str | Path | None = None,
+           threshold: float = 0.5) -> dict[str, Any]:
+    """Detections of a run on one image file, drawn into `out` (default RUN/detections/<image name>.png)."""
+    run_dir = Path(run_dir)
+    cfg = read_config(run_dir)
+    find = require(get_task(cfg.task), "detect", cfg.task)
+    info = _untuple(read_json(run_dir / "data_info.json", "data_info.json"))
+    pixels = read_image(image, info["shape"])                                   # (H, W, C) uint8
+    model = load(run_dir)
+    found = find(model, cfg, {"x": from_uint8(pixels.permute(2, 0, 1)[None])}, threshold=threshold)[0]
+    names = info.get("class_names") or [str(k) for k in range(info["num_classes"])]
+    found["names"] = [names[k] for k in found["labels"]]
+    found["boxes"] = [[round(v, 2) for v in box] for box in found["boxes"]]
+    out = Path(out) if out else run_dir / "detections" / f"{Path(image).stem}.png"
+    captions = [f"{n} {s:.2f}" for n, s in zip(found["names"], found["scores"])]
+    draw_boxes(pixels if pixels.shape[-1] == 3 else pixels.expand(-1, -1, 3), found["boxes"], captions, out)
+    return {"out": str(out), **found}
 
 
 def _untuple(info: dict) -> dict:

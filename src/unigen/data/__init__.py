@@ -13,6 +13,7 @@ from unigen.data.dataset import SPLITS, Dataset, check_split
 from unigen.data.images import DigitsData, MnistData, from_uint8, load_digits, load_mnist, resize, to_uint8
 from unigen.data.pixels import MnistPixelsData, from_pixel_tokens, load_mnist_pixels, to_pixel_tokens
 from unigen.data.registry import DATASETS, DEFAULT_DATASET, DatasetEntry, load, make_options
+from unigen.data.scenes import ScenesData, load_scenes
 from unigen.data.shapes import ShapesData, load_shapes
 from unigen.data.text import TextData, load_text
 from unigen.data.tokenizer import BPETokenizer, ByteTokenizer, Tokenizer, load_tokenizer
@@ -23,3 +24,4 @@ __all__ = ["DATASETS", "DEFAULT_DATASET", "SPLITS", "BPETokenizer", "ByteTokeniz
            "check_split", "from_uint8", "load", "load_digits", "load_mnist", "load_shapes", "load_text", "load_toy2d",
            "load_tokenizer", "make_options", "resize", "sample_toy2d", "to_uint8", "toy2d_log_density"]
 __all__ += ["MnistPixelsData", "from_pixel_tokens", "load_mnist_pixels", "to_pixel_tokens"]
+__all__ += ["ScenesData", "load_scenes"]

@@ -11,6 +11,7 @@ from typing import Any, Callable, NamedTuple
 from unigen.data.dataset import Dataset, check_split
 from unigen.data.images import DigitsData, MnistData, load_digits, load_mnist
 from unigen.data.pixels import MnistPixelsData, load_mnist_pixels
+from unigen.data.scenes import ScenesData, load_scenes
 from unigen.data.shapes import ShapesData, load_shapes
 from unigen.data.text import TextData, load_text
 from unigen.data.toy2d import Toy2dData, load_toy2d
@@ -66,6 +67,7 @@ DATASETS: dict[str, DatasetEntry] = {
     "shapes": DatasetEntry(ShapesData, load_shapes),
     "words": DatasetEntry(WordsData, load_words),
     "mnist-pixels": DatasetEntry(MnistPixelsData, load_mnist_pixels),
+    "scenes": DatasetEntry(ScenesData, load_scenes),
 }
 DEFAULT_DATASET = "toy2d"
 

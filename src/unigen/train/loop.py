@@ -179,7 +179,7 @@ def _setup(model: nn.Module, objectives: list[Objective], data, cfg: TrainConfig
     for obj in objectives:
         settings = obj.settings(cfg)
         params = obj.parameters(model)
-        parts.append(_Part(obj, settings, params, make_optimizer(params, settings),
+        parts.append(_Part(obj, settings, params, make_optimizer(params, settings, obj.lr_scales(model)),
                            f"optimizer_{obj.name}" if multi else "optimizer"))
     ema = target = None
     if cfg.ema_decay > 0:
@@ -208,7 +208,7 @@ def _step_objective(run: _Run, part: _Part, step: int, logger: MetricLogger) -> 
     """Accumulate, average, clip and apply one objective's gradient; False if the update was skipped."""
     lr = lr_at(step - part.objective.start, part.cfg)
     for group in part.optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
     accum = run.cfg.grad_accum
     run.model.zero_grad(set_to_none=True)  # nothing from another objective's backward reaches this step
     loss_sum, logs = torch.zeros((), device=run.acc.device), {}

@@ -18,6 +18,8 @@ The contract, per optimisation step `s` (0-based):
   gradients. Parameter sets may overlap (a shared parameter is then stepped by both optimizers).
 - `params(model)` is called once with the unwrapped model (None = all of its parameters); parameters that do not
   require gradients are left out. Each objective gets its own AdamW, decay / no-decay split as `make_optimizer`.
+- `lr_scale(model)` -> [(parameters, multiplier), ...] gives parameter groups their own LR, the schedule's times
+  the multiplier (DETR trains its backbone at 1/10 of the transformer's LR); the log shows the unscaled LR.
 - `lr`, `betas`, `weight_decay`, `warmup_steps`, `schedule`: None takes TrainConfig's value. An objective's LR
   schedule (`lr_at`) runs on its own clock, `s - start` over `steps - start` steps, so a discriminator that starts
   at step 10 000 warms up from there; with `start=0` it is TrainConfig's schedule.
@@ -55,6 +57,8 @@ class Objective:
     start: int = 0                                                        # first step that updates (disc_start)
     every: int = 1                                                        # then every `every`-th step
     with_step: bool = False                                               # call loss(model, batch, step=s)
+    lr_scale: Callable[[nn.Module], Iterable[tuple[Iterable[nn.Parameter], float]]] | None = None
+    # (parameters, multiplier) pairs: those parameters' LR is the schedule's times the multiplier (DETR's backbone)
 
     def __call__(self, model: nn.Module, batch: dict[str, torch.Tensor], step: int):
         """This objective's loss on one micro-batch of optimisation step `step`."""
@@ -88,6 +92,16 @@ class Objective:
                 out.append(p)
         if not out:
             raise UserError(f"objective {self.name!r} has no trainable parameters")
+        return out
+
+
+    def lr_scales(self, model: nn.Module) -> dict[int, float]:
+        """{id(parameter): LR multiplier} from `lr_scale(model)`; each multiplier must be > 0 and finite."""
+        out: dict[int, float] = {}
+        for params, scale in (self.lr_scale(model) if self.lr_scale is not None else ()):
+            if not (isinstance(scale, (int, float)) and 0 < scale < float("inf")):
+                raise UserError(f"objective {self.name!r}: an LR multiplier must be > 0 and finite, got {scale!r}")
+            out.update({id(p): float(scale) for p in params})
         return out
 
 

@@ -22,13 +22,21 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
 
 
-def make_optimizer(params: nn.Module | Iterable[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(params: nn.Module | Iterable[nn.Parameter], cfg: TrainConfig,
+                   lr_scale: dict[int, float] | None = None) -> torch.optim.Optimizer:
     """AdamW over `params` (a module's parameters, or a list of them); weight decay only on matrices (not on
-    biases, norms, embeddings of size 1-D). Parameters that do not require gradients are left out."""
-    params = list(params.parameters() if isinstance(params, nn.Module) else params)
-    decay = [p for p in params if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for p in params if p.requires_grad and p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    biases, norms, embeddings of size 1-D). Parameters that do not require gradients are left out.
+
+    `lr_scale` maps `id(parameter)` to a multiplier of the learning rate (DETR's backbone at 1/10 of the
+    transformer's); each group keeps its multiplier as `group["lr_scale"]`, which `fit` applies at every step."""
+    params = [p for p in (params.parameters() if isinstance(params, nn.Module) else params) if p.requires_grad]
+    scale_of = lambda p: float((lr_scale or {}).get(id(p), 1.0))
+    groups = []
+    for scale in dict.fromkeys([1.0] + [scale_of(p) for p in params]):        # 1.0 first: the plain two groups
+        mine = [p for p in params if scale_of(p) == scale]
+        extra = {} if scale == 1.0 else {"lr_scale": scale}
+        groups += [{"params": [p for p in mine if p.ndim >= 2], "weight_decay": cfg.weight_decay, **extra},
+                   {"params": [p for p in mine if p.ndim < 2], "weight_decay": 0.0, **extra}]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=True)  # one kernel: ~4x faster
 
 
