@@ -29,6 +29,7 @@ from unigen.families.discrete_diffusion.ar import ar_loss
 from unigen.families.discrete_diffusion.bd3 import bd3_loss
 from unigen.families.discrete_diffusion.evaluate import (EVAL_MC, QUICK_MC, QUICK_SEQS, Bound, bound_bd3, bound_mdlm,
                                                          bound_sedd, heldout, nll_ar)
+from unigen.families.discrete_diffusion.genppl import generative_perplexity
 from unigen.families.discrete_diffusion.masked import mdlm_loss
 from unigen.families.discrete_diffusion.network import (DiscreteLM, DiscreteLMConfig, block_denoiser, build_network,
                                                         carried_ar_loss, causal_denoiser, check_network,
@@ -37,7 +38,7 @@ from unigen.families.discrete_diffusion.presets import PRESETS  # noqa: F401  (t
 from unigen.families.discrete_diffusion.samplers import SAMPLERS, options
 from unigen.families.discrete_diffusion.sedd import sedd_loss
 from unigen.families.discrete_diffusion.watch import Watch, render
-from unigen.io import atomic_write_text
+from unigen.io import atomic_write_text, read_json
 from unigen.plot import save_image_grid
 from unigen.task import Task
 from unigen.train import Objective
@@ -226,19 +227,12 @@ class DiscreteLMTask(Task):
         if temperature < 0:
             raise UserError(f"temperature must be >= 0, got {temperature}")
         opts = resolve_options(sampler, {"guidance": scale, "use_cache": use_cache, "temperature": temperature})
-        steps = steps or self.spec.default_steps(lm, length)
-        row, lo = self.spec.canvas(lm, ids, length)
-        canvas = torch.tensor(row, dtype=torch.long, device=next(lm.parameters()).device).expand(n, len(row))
         viewer = Watch(tok.decode, lm.mask_id, title=f"{cfg.preset or self.method} {sampler}") if watch else None
-        gen = torch.Generator(canvas.device).manual_seed(seed)
-        t0 = time.perf_counter()
-        out, stats = SAMPLERS[sampler](self.spec.denoiser(lm), canvas.clone(), steps=steps, generator=gen,
-                                       callback=viewer, **opts)
-        seconds = time.perf_counter() - t0
+        out, stats, seconds, steps = self.generate(lm, ids, length, n=n, sampler=sampler, steps=steps, seed=seed,
+                                                   callback=viewer, **opts)
         if viewer is not None:
             viewer.close()
             seconds -= viewer.seconds
-        out = out[:, lo:lo + len(ids) + length]  # (n, prompt + length): no BOS, no block padding
         texts = [render(r, tok.decode, lm.mask_id, "_") for r in out.tolist()]
         summary = {"n": n, "sampler": sampler, "steps": steps, "length": length, "prompt_tokens": len(ids),
                    "nfe": int(stats["nfe"]), "model_calls": int(stats.get("model_calls", stats["nfe"])),
@@ -251,11 +245,29 @@ class DiscreteLMTask(Task):
             return {"samples": str(png), "text": str(txt), "json": str(js), **summary}
         return {"samples": str(txt), "json": str(js), **summary}
 
+    def generate(self, lm: DiscreteLM, prompt: list[int], length: int, *, n: int, sampler: str, steps: int, seed: int,
+                 callback=None, **opts) -> tuple[Tensor, dict, float, int]:
+        """`n` rows of `prompt` + `length` generated tokens (no BOS, no block padding) with `sampler` at `steps`
+        (0: the method's default) and its `opts`; also its stats, the seconds it took and the steps used."""
+        steps = steps or self.spec.default_steps(lm, length)
+        row, lo = self.spec.canvas(lm, prompt, length)
+        canvas = torch.tensor(row, dtype=torch.long, device=next(lm.parameters()).device).expand(n, len(row))
+        gen = torch.Generator(canvas.device).manual_seed(seed)
+        t0 = time.perf_counter()
+        out, stats = SAMPLERS[sampler](self.spec.denoiser(lm), canvas.clone(), steps=steps, generator=gen,
+                                       callback=callback, **opts)
+        seconds = time.perf_counter() - t0
+        return out[:, lo:lo + len(prompt) + length], stats, seconds, steps  # (n, prompt + length)
+
     @torch.no_grad()
     def evaluate(self, model: nn.Module, cfg: Config, *, run_dir: Path, quick: bool = False, seqs: int = 0,
-                 mc: int = 0, batch_size: int = 64, seed: int = 0, **kw) -> dict[str, float]:
+                 mc: int = 0, batch_size: int = 64, seed: int = 0, gen_ppl: bool = False, **kw) -> dict[str, Any]:
         """Held-out nats/token, perplexity and bits/byte on the first `seqs` test windows (0: all; quick: 8) with
-        `mc` Monte-Carlo samples each (0: 4; quick: 2). Seeds torch's global RNG with `seed`."""
+        `mc` Monte-Carlo samples each (0: 4; quick: 2). Seeds torch's global RNG with `seed`.
+        gen_ppl: instead, the generative perplexity of samples under a judge run (`generative_quality`)."""
+        if gen_ppl or "judge" in kw:
+            return self.generative_quality(unwrap(model), cfg, run_dir=run_dir, quick=quick, seed=seed,
+                                           batch_size=batch_size, **kw)
         if kw:
             raise UserError(f"{self.method} eval has no option(s) {', '.join(kw)}")
         if seqs < 0 or batch_size <= 0 or mc < 0 or mc == 1:
@@ -265,6 +277,52 @@ class DiscreteLMTask(Task):
                          mc=mc or (QUICK_MC if quick else EVAL_MC), batch_size=batch_size, seed=seed,
                          exact=self.spec.exact)
         return out
+
+    def generative_quality(self, lm: DiscreteLM, cfg: Config, *, run_dir: Path, judge: nn.Module | None = None,
+                           judge_dir: Path | None = None, quick: bool = False, n: int = 0, samplers=(), budgets=(),
+                           seed: int = 0, batch_size: int = 64, **opts) -> dict[str, Any]:
+        """`n` samples from scratch (0: 16; quick: 2) of data.seq_len tokens with one sampler (default: the run's)
+        at `budgets[0]` steps (default: the method's), scored by the judge run (`genppl.generative_perplexity`):
+        gen PPL, unigram entropy (nats), NFE. `opts`: the sampler's own options (`samplers.options`)."""
+        if judge is None:
+            raise UserError("--gen-ppl needs --judge JUDGE_RUN (an autoregressive run, e.g. of text-ar-judge)")
+        judge_lm = _judge(judge, run_dir, judge_dir)
+        if len(samplers) > 1 or len(budgets) > 1 or n < 0:
+            raise UserError("--gen-ppl takes one sampler, one budget (--budgets STEPS) and --n >= 0")
+        sampler = samplers[0] if samplers else cfg.sample.sampler or self.samplers[0]
+        if sampler not in self.samplers:
+            raise UserError(f"unknown sampler {sampler!r} for {self.method}; known: {', '.join(self.samplers)}")
+        steps = _int(budgets[0], "--budgets") if budgets else cfg.sample.steps
+        n = n or (2 if quick else 16)
+        out, stats, seconds, steps = self.generate(lm, [], cfg.data.seq_len, n=n, sampler=sampler, steps=steps,
+                                                   seed=seed, **opts)
+        m = generative_perplexity(judge_lm, out, bos_id=judge_lm.bos_id, mask_id=judge_lm.mask_id,
+                                  batch_size=batch_size)
+        return {"gen_ppl": m["gen_ppl"], "gen_nats_per_token": m["gen_nats_per_token"], "entropy": m["entropy"],
+                "nfe": int(stats["nfe"]), "sampler": sampler, "steps": steps, "n": n, "tokens": m["tokens"],
+                "seconds": round(seconds, 3), "judge": str(judge_dir)}
+
+
+def _int(v, flag: str) -> int:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        raise UserError(f"{flag} wants an integer, got {v!r}") from None
+
+
+def _judge(judge: nn.Module, run_dir: Path, judge_dir: Path | None) -> DiscreteLM:
+    """The judge's DiscreteLM, checked: autoregressive, and the same tokenizer as the run it judges."""
+    lm = unwrap(judge)
+    if judge_dir is None:
+        raise UserError("the judge's run directory is needed (its tokenizer is checked against the run's)")
+    if lm.method != "ar":
+        raise UserError(f"the judge {judge_dir} is a {lm.method} run; generative perplexity needs an "
+                        "autoregressive judge (e.g. a run of text-ar-judge)")
+    mine, theirs = (read_json(Path(d) / "tokenizer.json", f"the tokenizer of {d}") for d in (run_dir, judge_dir))
+    if mine != theirs:
+        raise UserError(f"the judge {judge_dir} has another tokenizer than {run_dir}: "
+                        "generative perplexity needs the same tokenizer (train the judge on the same data.tokenizer)")
+    return lm
 
 
 TASKS = {method: DiscreteLMTask(method) for method in METHODS}
