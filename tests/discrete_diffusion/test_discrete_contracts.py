@@ -278,7 +278,8 @@ def test_options_lists_exactly_the_extra_keywords():
     assert S.options("mdlm") == {} and S.options("sedd-euler") == {}
     assert S.options("ar") == {"temperature": 1.0, "use_cache": True}
     assert S.options("bd3") == {"use_cache": True}
-    assert set(S.options("llada")) == {"temperature", "guidance", "remasking", "threshold", "block_length"}
+    assert set(S.options("llada")) == {"temperature", "guidance", "remasking", "threshold", "block_length",
+                                       "attention_mask", "eos_ids", "logits_eos_inf", "confidence_eos_eot_inf"}
     assert all(p.kind is p.KEYWORD_ONLY for name in S.SAMPLERS for p in inspect.signature(S.SAMPLERS[name])
                .parameters.values() if p.name in S.options(name))
 

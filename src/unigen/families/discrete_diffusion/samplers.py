@@ -92,11 +92,18 @@ def _mdlm(d: MaskedDenoiser, x: Tensor, *, steps: int, generator=None, callback=
 
 def _llada(d: MaskedDenoiser, x: Tensor, *, steps: int, generator=None, callback=None, temperature: float = 1.0,
            guidance: float = 1.0, remasking: str = "low_confidence", threshold: float | None = None,
-           block_length: int | None = None) -> tuple[Tensor, dict]:
-    """LLaDA (`llada.sample_llada`); guidance is the usual scale w + 1 (1 = off) of LLaDA's cfg_scale w."""
+           block_length: int | None = None, attention_mask: Tensor | None = None, eos_ids: tuple[int, ...] = (),
+           logits_eos_inf: bool = False, confidence_eos_eot_inf: bool = False) -> tuple[Tensor, dict]:
+    """LLaDA (`llada.sample_llada`); guidance is the usual scale w + 1 (1 = off) of LLaDA's cfg_scale w.
+
+    Temperature: LLaDA's generate defaults to 0 (greedy), which suits its use (answering a prompt). Ours is 1
+    because this interface also samples from scratch, where temperature 0 gives the same text in every row (the
+    canvas is all masks, so nothing tells the rows apart) and n samples would be one; pass temperature=0 for
+    LLaDA's default. benchmarks/text_quality.md measures both."""
     return sample_llada(d.logits, x, steps=steps, mask_id=d.mask_id, block_length=block_length,
                         temperature=temperature, remasking=remasking, cfg_scale=guidance - 1, threshold=threshold,
-                        generator=generator, callback=callback)
+                        attention_mask=attention_mask, eos_ids=eos_ids, logits_eos_inf=logits_eos_inf,
+                        confidence_eos_eot_inf=confidence_eos_eot_inf, generator=generator, callback=callback)
 
 
 def _sedd_euler(d: ScoreDenoiser, x: Tensor, *, steps: int, generator=None, callback=None) -> tuple[Tensor, dict]:

@@ -30,6 +30,7 @@ from unigen.families.discrete_diffusion.bd3 import bd3_loss
 from unigen.families.discrete_diffusion.evaluate import (EVAL_MC, QUICK_MC, QUICK_SEQS, Bound, bound_bd3, bound_mdlm,
                                                          bound_sedd, heldout, nll_ar)
 from unigen.families.discrete_diffusion.genppl import generative_perplexity
+from unigen.families.discrete_diffusion.llada import left_pad
 from unigen.families.discrete_diffusion.masked import mdlm_loss
 from unigen.families.discrete_diffusion.network import (DiscreteLM, DiscreteLMConfig, block_denoiser, build_network,
                                                         carried_ar_loss, causal_denoiser, check_network,
@@ -152,7 +153,8 @@ def _all_windows(cfg: Config) -> Tensor:
 
 
 # -------------------------------------------------------------------------------------------------------- sampling
-NEUTRAL = {"guidance": 1.0, "use_cache": True, "temperature": 1.0}  # Task.sample's sampler options, at "off"
+NEUTRAL = {"guidance": 1.0, "use_cache": True, "temperature": 1.0, "logits_eos_inf": False,
+           "confidence_eos_eot_inf": False}  # Task.sample's sampler options, at "off"
 
 
 def resolve_options(sampler: str, asked: dict[str, Any]) -> dict[str, Any]:
@@ -205,10 +207,13 @@ class DiscreteLMTask(Task):
 
     @torch.no_grad()
     def sample(self, model: nn.Module, cfg: Config, *, run_dir: Path, out_dir: Path, n: int, sampler: str,
-               steps: int, seed: int, prompt: str | None = None, watch: bool = False, guidance: float | None = None,
-               length: int = 0, temperature: float = 1.0, use_cache: bool = True, **kw) -> dict[str, Any]:
-        """`n` texts continuing `prompt` (none: from scratch); `length` generated tokens (0: fill data.seq_len).
-        Writes out_dir/samples.txt and samples.json (tokens, NFE, model calls, tokens/s)."""
+               steps: int, seed: int, prompt: str | list[str] | None = None, watch: bool = False,
+               guidance: float | None = None, length: int = 0, temperature: float = 1.0, use_cache: bool = True,
+               logits_eos_inf: bool = False, confidence_eos_eot_inf: bool = False, **kw) -> dict[str, Any]:
+        """`n` texts continuing `prompt` (none: from scratch; a list: one row per prompt, left-padded with an
+        attention mask when their lengths differ); `length` generated tokens (0: fill data.seq_len). The EOS
+        switches are LLaDA's (`llada.sample_llada`). Writes out_dir/samples.txt and samples.json (tokens, NFE,
+        model calls, tokens/s)."""
         if kw:
             raise UserError(f"{self.method} sampling has no option(s) {', '.join(kw)}")
         lm = unwrap(model)
@@ -217,26 +222,32 @@ class DiscreteLMTask(Task):
             raise UserError(f"unknown sampler {sampler!r} for {self.method}; known: {', '.join(self.samplers)}")
         scale = cfg.sample.guidance if guidance is None else guidance
         tok = load_tokenizer(run_dir)
-        ids = tok.encode(prompt) if prompt else []
+        prompts = [tok.encode(p) if p else [] for p in ([prompt] * n if not isinstance(prompt, list) else prompt)]
+        ids = max(prompts, key=len)
         length = length or cfg.data.seq_len - len(ids)
         if length <= 0:
             raise UserError(f"the prompt is {len(ids)} tokens, which fills data.seq_len={cfg.data.seq_len}: "
                             "shorten it or pass a length to generate")
-        if scale != 1 and not ids:
+        if scale != 1 and not all(prompts):
             raise UserError(f"guidance {scale} needs a prompt (the unconditional pass masks it)")
         if temperature < 0:
             raise UserError(f"temperature must be >= 0, got {temperature}")
-        opts = resolve_options(sampler, {"guidance": scale, "use_cache": use_cache, "temperature": temperature})
+        opts = resolve_options(sampler, {"guidance": scale, "use_cache": use_cache, "temperature": temperature,
+                                         "logits_eos_inf": logits_eos_inf,
+                                         "confidence_eos_eot_inf": confidence_eos_eot_inf})
+        if logits_eos_inf or confidence_eos_eot_inf:
+            opts["eos_ids"] = (tok.eos_id,)
         viewer = Watch(tok.decode, lm.mask_id, title=f"{cfg.preset or self.method} {sampler}") if watch else None
-        out, stats, seconds, steps = self.generate(lm, ids, length, n=n, sampler=sampler, steps=steps, seed=seed,
-                                                   callback=viewer, **opts)
+        out, stats, seconds, steps = self.generate(lm, prompts, length, sampler=sampler, steps=steps, seed=seed,
+                                                   pad_id=tok.pad_id, callback=viewer, **opts)
         if viewer is not None:
             viewer.close()
             seconds -= viewer.seconds
-        texts = [render(r, tok.decode, lm.mask_id, "_") for r in out.tolist()]
-        summary = {"n": n, "sampler": sampler, "steps": steps, "length": length, "prompt_tokens": len(ids),
-                   "nfe": int(stats["nfe"]), "model_calls": int(stats.get("model_calls", stats["nfe"])),
-                   "seconds": round(seconds, 4), "tokens_per_s": round(n * length / max(seconds, 1e-9), 2)}
+        texts = [render([i for i in r if i != tok.pad_id], tok.decode, lm.mask_id, "_") for r in out.tolist()]
+        summary = {"n": len(prompts), "sampler": sampler, "steps": steps, "length": length,
+                   "prompt_tokens": len(ids), "nfe": int(stats["nfe"]),
+                   "model_calls": int(stats.get("model_calls", stats["nfe"])), "seconds": round(seconds, 4),
+                   "tokens_per_s": round(len(prompts) * length / max(seconds, 1e-9), 2)}
         txt, js = _write_samples(out_dir, texts, {**summary, "preset": cfg.preset, "prompt": prompt,
                                                   "temperature": temperature, "texts": texts, "tokens": out.tolist()})
         if cfg.data.name == "mnist-pixels" and out.shape[1] == cfg.data.seq_len:   # whole images: a PNG grid
@@ -245,19 +256,36 @@ class DiscreteLMTask(Task):
             return {"samples": str(png), "text": str(txt), "json": str(js), **summary}
         return {"samples": str(txt), "json": str(js), **summary}
 
-    def generate(self, lm: DiscreteLM, prompt: list[int], length: int, *, n: int, sampler: str, steps: int, seed: int,
-                 callback=None, **opts) -> tuple[Tensor, dict, float, int]:
-        """`n` rows of `prompt` + `length` generated tokens (no BOS, no block padding) with `sampler` at `steps`
-        (0: the method's default) and its `opts`; also its stats, the seconds it took and the steps used."""
+    def generate(self, lm: DiscreteLM, prompts: list[list[int]], length: int, *, sampler: str, steps: int, seed: int,
+                 pad_id: int | None = None, callback=None, **opts) -> tuple[Tensor, dict, float, int]:
+        """One row per prompt: the prompt and `length` generated tokens (no BOS, no block padding), with `sampler`
+        at `steps` (0: the method's default) and its `opts`. Prompts of different lengths are left-padded with
+        `pad_id` and given an attention mask (`llada.left_pad`; samplers with an `attention_mask` option only).
+        Returns the rows, the sampler's stats, the seconds it took and the steps used."""
         steps = steps or self.spec.default_steps(lm, length)
-        row, lo = self.spec.canvas(lm, prompt, length)
-        canvas = torch.tensor(row, dtype=torch.long, device=next(lm.parameters()).device).expand(n, len(row))
-        gen = torch.Generator(canvas.device).manual_seed(seed)
+        rows = [self.spec.canvas(lm, p, length) for p in prompts]
+        width, context = max(len(p) for p in prompts) + length, getattr(lm.net.cfg, "max_len", None)
+        if context is not None and len(rows[0][0]) > context:
+            raise UserError(f"prompt + length = {width} tokens is longer than the model's context {context}")
+        lo = rows[0][1]
+        if len({len(r) for r, _ in rows}) == 1:
+            canvas = torch.tensor([r for r, _ in rows], dtype=torch.long)  # (n, L)
+        elif "attention_mask" not in options(sampler) or pad_id is None:
+            having = ", ".join(s for s in self.samplers if "attention_mask" in options(s)) or "none of this method"
+            raise UserError(f"prompts of different lengths need left padding with an attention mask: samplers "
+                            f"{having}, not {sampler!r}")
+        else:
+            canvas, opts["attention_mask"] = left_pad(prompts, length, pad_id=pad_id, mask_id=lm.mask_id)
+        device = next(lm.parameters()).device
+        canvas = canvas.to(device)
+        if opts.get("attention_mask") is not None:
+            opts["attention_mask"] = opts["attention_mask"].to(device)
+        gen = torch.Generator(device).manual_seed(seed)
         t0 = time.perf_counter()
-        out, stats = SAMPLERS[sampler](self.spec.denoiser(lm), canvas.clone(), steps=steps, generator=gen,
+        out, stats = SAMPLERS[sampler](self.spec.denoiser(lm), canvas, steps=steps, generator=gen,
                                        callback=callback, **opts)
         seconds = time.perf_counter() - t0
-        return out[:, lo:lo + len(prompt) + length], stats, seconds, steps  # (n, prompt + length)
+        return out[:, lo:lo + width], stats, seconds, steps  # (n, prompt + length)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, cfg: Config, *, run_dir: Path, quick: bool = False, seqs: int = 0,
@@ -294,7 +322,7 @@ class DiscreteLMTask(Task):
             raise UserError(f"unknown sampler {sampler!r} for {self.method}; known: {', '.join(self.samplers)}")
         steps = _int(budgets[0], "--budgets") if budgets else cfg.sample.steps
         n = n or (2 if quick else 16)
-        out, stats, seconds, steps = self.generate(lm, [], cfg.data.seq_len, n=n, sampler=sampler, steps=steps,
+        out, stats, seconds, steps = self.generate(lm, [[]] * n, cfg.data.seq_len, sampler=sampler, steps=steps,
                                                    seed=seed, **opts)
         m = generative_perplexity(judge_lm, out, bos_id=judge_lm.bos_id, mask_id=judge_lm.mask_id,
                                   batch_size=batch_size)
