@@ -71,7 +71,7 @@ def sample_llada(logits_fn: LogitsFn, x: Tensor, *, steps: int, mask_id: int, bl
     The generated span runs from the first masked column to the end; it is split into blocks of block_length
     (default: one block) and `steps` is shared evenly among the blocks. threshold (Fast-dLLM's confidence-aware
     parallel decoding, Wu et al. 2025): instead of a fixed count, keep every masked token of the block whose
-    confidence exceeds it, and at least the most confident one, until the block is full (`steps` is then unused).
+    confidence reaches it, and at least the most confident one, until the block is full (`steps` is then unused).
     logits_fn gets t = the fraction of each row's generated tokens that are still masked. callback(x) is called
     with the canvas after every step.
 
@@ -116,18 +116,18 @@ def sample_llada(logits_fn: LogitsFn, x: Tensor, *, steps: int, mask_id: int, bl
             t = masked.sum(dim=1) / n_gen  # (B,)
             logits = guided_logits(logits_fn, x, t, prompt, mask_id, cfg_scale, attention_mask)  # (B, L, V+1)
             nfe += 1
-            x0, conf = _predict(logits, mask_id, temperature, remasking, generator,
+            x0, conf = predict_x0(logits, mask_id, temperature, remasking, generator,
                                 eos_ids if logits_eos_inf else (), eos_ids if confidence_eos_eot_inf else ())
             conf = conf.masked_fill(~masked, float("-inf"))
             conf[:, hi:] = float("-inf")
-            x = torch.where(_select(conf, None if k is None else k[:, i], threshold), x0, x)
+            x = torch.where(transfer_index(conf, None if k is None else k[:, i], threshold), x0, x)
             i += 1
             if callback is not None:
                 callback(x)
     return x, {"nfe": nfe}
 
 
-def _predict(logits: Tensor, mask_id: int, temperature: float, remasking: str, generator: torch.Generator | None,
+def predict_x0(logits: Tensor, mask_id: int, temperature: float, remasking: str, generator: torch.Generator | None,
              banned: tuple[int, ...] = (), unconfident: tuple[int, ...] = ()) -> tuple[Tensor, Tensor]:
     """LLaDA's prediction and confidence: x0 = argmax of Gumbel-perturbed logits (never a `banned` id);
     confidence = softmax(logits)[x0] in float64 with the `unconfident` ids' logits at -inf (so 0 where x0 is one
@@ -143,11 +143,12 @@ def _predict(logits: Tensor, mask_id: int, temperature: float, remasking: str, g
     return x0, torch.rand(x0.shape, generator=generator, dtype=torch.float64, device=x0.device)
 
 
-def _select(conf: Tensor, k: Tensor | None, threshold: float | None) -> Tensor:
+def transfer_index(conf: Tensor, k: Tensor | None, threshold: float | None) -> Tensor:
     """Which tokens to unmask: each row's k most confident (conf = -inf is ineligible), or with a threshold every
-    token with conf > threshold plus the row's most confident one."""
+    token with conf >= threshold (Fast-dLLM's get_transfer_index drops those below it) plus the row's most
+    confident one."""
     eligible = conf > float("-inf")  # (B, L)
     rank = conf.argsort(dim=1, descending=True, stable=True).argsort(dim=1)  # (B, L), 0 = most confident
     if threshold is None:
         return (rank < k[:, None]) & eligible
-    return ((conf > threshold) | (rank == 0)) & eligible
+    return ((conf >= threshold) | (rank == 0)) & eligible

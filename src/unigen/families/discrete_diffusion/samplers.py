@@ -16,7 +16,8 @@ Every sampler is called the same way:
     stats       {"nfe": the number of denoiser calls, ...}
 
 The denoisers, i.e. what each method's network offers its samplers:
-    MaskedDenoiser  logits(x_t, t (B,)) -> (B, L, V+1)                    mdlm, llada, llada-random, fast-dllm
+    MaskedDenoiser  logits(x_t, t (B,)) -> (B, L, V+1)                    mdlm, llada, llada-random, fast-dllm,
+                    (+ new_cache / peek for the cached fast-dllm-prefix, fast-dllm-dual)
     ScoreDenoiser   log_score(x_t, sigma (B,)) -> (B, L, N) on SEDD's graph  sedd-euler, sedd-analytic
     BlockDenoiser   net(ids, t, mask=, positions=, cache=), net.new_cache  bd3
     CausalDenoiser  net(ids, cache=), net.new_cache                        ar
@@ -36,7 +37,9 @@ from torch import Tensor
 
 from unigen.families.discrete_diffusion import noise as N
 from unigen.families.discrete_diffusion.ar import sample_ar
+from unigen.errors import UserError
 from unigen.families.discrete_diffusion.bd3 import sample_bd3
+from unigen.families.discrete_diffusion.cache import sample_fast_dllm
 from unigen.families.discrete_diffusion.llada import sample_llada
 from unigen.families.discrete_diffusion.masked import LogitsFn, sample_mdlm
 from unigen.families.discrete_diffusion.sedd import ScoreFn, sample_sedd_analytic, sample_sedd_euler
@@ -106,6 +109,21 @@ def _llada(d: MaskedDenoiser, x: Tensor, *, steps: int, generator=None, callback
                         confidence_eos_eot_inf=confidence_eos_eot_inf, generator=generator, callback=callback)
 
 
+def _fast_dllm(d: MaskedDenoiser, x: Tensor, *, steps: int, generator=None, callback=None, mode: str = "dual",
+               temperature: float = 1.0, threshold: float | None = 0.9, block_length: int | None = None,
+               refresh: int = 0, attention_mask: Tensor | None = None) -> tuple[Tensor, dict]:
+    """Fast-dLLM with its KV cache (`cache.sample_fast_dllm`); block_length None: 32 when it divides the
+    generated span (Fast-dLLM's 256 tokens in blocks of 32), else the whole span. Temperature 1 as in `_llada`."""
+    if not hasattr(d.logits, "new_cache"):
+        raise UserError("the Fast-dLLM cache needs a network with a KV cache (net.new_cache, net.peek)")
+    span = x.shape[1] - int((x == d.mask_id).any(dim=0).float().argmax())
+    block_length = block_length or (32 if span % 32 == 0 else span)
+    out, stats = sample_fast_dllm(d.logits, x, steps=steps, mask_id=d.mask_id, mode=mode, block_length=block_length,
+                                  threshold=threshold, refresh=refresh, temperature=temperature,
+                                  attention_mask=attention_mask, generator=generator, callback=callback)
+    return out, stats
+
+
 def _sedd_euler(d: ScoreDenoiser, x: Tensor, *, steps: int, generator=None, callback=None) -> tuple[Tensor, dict]:
     """SEDD's Euler sampler (`sedd.sample_sedd_euler`)."""
     return sample_sedd_euler(d.log_score, x, steps=steps, prompt_mask=x != d.mask_id, **d.graph_kw,
@@ -138,6 +156,8 @@ SAMPLERS: dict[str, Callable[..., tuple[Tensor, dict]]] = {
     "llada": _llada,                                       # MaskedDenoiser, low-confidence remasking
     "llada-random": partial(_llada, remasking="random"),   # MaskedDenoiser, random remasking
     "fast-dllm": partial(_llada, threshold=0.9),           # MaskedDenoiser, confidence threshold 0.9
+    "fast-dllm-prefix": partial(_fast_dllm, mode="prefix"),  # MaskedDenoiser + KV cache: threshold, prefix cache
+    "fast-dllm-dual": _fast_dllm,                            # MaskedDenoiser + KV cache: threshold, dual cache
     "sedd-euler": _sedd_euler,                             # ScoreDenoiser
     "sedd-analytic": _sedd_analytic,                       # ScoreDenoiser
     "bd3": _bd3,                                           # BlockDenoiser

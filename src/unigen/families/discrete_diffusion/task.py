@@ -125,7 +125,8 @@ class Method:
 
 
 METHODS = {
-    "mdlm": Method(("llada", "llada-random", "mdlm", "fast-dllm"), _loss_mdlm, bound_mdlm, masked_denoiser),
+    "mdlm": Method(("llada", "llada-random", "mdlm", "fast-dllm", "fast-dllm-prefix", "fast-dllm-dual"), _loss_mdlm,
+                   bound_mdlm, masked_denoiser),
     "sedd": Method(("sedd-analytic", "sedd-euler"), _loss_sedd, bound_sedd, score_denoiser),
     "bd3": Method(("bd3",), _loss_bd3, bound_bd3, block_denoiser, canvas=_canvas_bd3,
                   default_steps=_block_size_steps, check=_check_bd3),
