@@ -279,7 +279,7 @@ def test_sampler_table_forwards_every_option_with_its_documented_default(monkeyp
 def test_options_lists_exactly_the_extra_keywords():
     assert S.options("mdlm") == {} and S.options("sedd-euler") == {}
     assert S.options("ar") == {"temperature": 1.0, "use_cache": True}
-    assert S.options("bd3") == {"use_cache": True}
+    assert S.options("bd3") == {"use_cache": True, "first_hitting": False, "nucleus_p": 1.0}
     assert set(S.options("llada")) == {"temperature", "guidance", "remasking", "threshold", "block_length",
                                        "attention_mask", "eos_ids", "logits_eos_inf", "confidence_eos_eot_inf"}
     assert all(p.kind is p.KEYWORD_ONLY for name in S.SAMPLERS for p in inspect.signature(S.SAMPLERS[name])

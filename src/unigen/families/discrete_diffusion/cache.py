@@ -25,8 +25,7 @@ import torch
 from torch import Tensor
 
 from unigen.errors import UserError
-from unigen.families.discrete_diffusion.llada import predict_x0, transfer_index, num_transfer_tokens
-from unigen.families.discrete_diffusion.masked import check_canvas
+from unigen.families.discrete_diffusion.llada import check_options, num_transfer_tokens, predict_x0, transfer_index
 
 MODES = ("prefix", "dual")
 
@@ -70,15 +69,11 @@ def sample_fast_dllm(net, x: Tensor, *, steps: int, mask_id: int, mode: str = "d
     cache every `refresh` steps of a block (0: only at its first step, as Fast-dLLM). x (B, L): `mask_id` where to
     generate; attention_mask (B, L): False on left padding. Returns (x, {"nfe", "positions"}): model calls and
     the canvas columns they ran (the cost a cache saves)."""
-    check_canvas(x, mask_id)
+    check_options(x, mask_id, remasking, threshold, attention_mask)
     if mode not in MODES:
         raise UserError(f"cache mode must be one of {', '.join(MODES)}, got {mode!r}")
-    if threshold is not None and not 0 < threshold <= 1:
-        raise UserError(f"threshold must be in (0, 1], got {threshold}")
     if refresh < 0:
         raise UserError(f"refresh must be >= 0 (0 = once per block), got {refresh}")
-    if remasking not in ("low_confidence", "random"):
-        raise UserError(f"remasking must be 'low_confidence' or 'random', got {remasking!r}")
     x, prompt = x.clone(), x != mask_id  # (B, L)
     cols = (~prompt).any(dim=0).nonzero()
     if len(cols) == 0:

@@ -57,13 +57,24 @@ def guided_logits(logits_fn: LogitsFn, x: Tensor, t: Tensor | None, prompt: Tens
     return uncond + (cfg_scale + 1) * (cond - uncond)
 
 
+def check_options(x: Tensor, mask_id: int, remasking: str, threshold: float | None,
+                  attention_mask: Tensor | None) -> None:
+    """The canvas and the options LLaDA's and Fast-dLLM's samplers share (UserError on bad input)."""
+    check_canvas(x, mask_id)
+    if attention_mask is not None and attention_mask.shape != x.shape:
+        raise UserError(f"attention_mask {tuple(attention_mask.shape)} does not match the canvas {tuple(x.shape)}")
+    if threshold is not None and not 0 < threshold <= 1:
+        raise UserError(f"threshold must be in (0, 1], got {threshold}")
+    if remasking not in ("low_confidence", "random"):
+        raise UserError(f"remasking must be 'low_confidence' or 'random', got {remasking!r}")
+
+
 @torch.no_grad()
 def sample_llada(logits_fn: LogitsFn, x: Tensor, *, steps: int, mask_id: int, block_length: int | None = None,
                  temperature: float = 0.0, remasking: str = "low_confidence", cfg_scale: float = 0.0,
                  threshold: float | None = None, attention_mask: Tensor | None = None,
                  eos_ids: tuple[int, ...] = (), logits_eos_inf: bool = False, confidence_eos_eot_inf: bool = False,
-                 generator: torch.Generator | None = None,
-                 callback: Callable[[Tensor], None] | None = None) -> tuple[Tensor, dict]:
+                 generator: torch.Generator | None = None, callback: Callable[[Tensor], None] | None = None):
     """LLaDA reverse process (Nie et al. 2025, generate.py): predict x_0 for every masked token (Gumbel-max at
     `temperature` in float64), then keep the `num_transfer_tokens` most confident ("low_confidence") or random
     ("random") ones and leave the rest masked; semi-autoregressive when block_length < the generated span.
@@ -73,7 +84,7 @@ def sample_llada(logits_fn: LogitsFn, x: Tensor, *, steps: int, mask_id: int, bl
     parallel decoding, Wu et al. 2025): instead of a fixed count, keep every masked token of the block whose
     confidence reaches it, and at least the most confident one, until the block is full (`steps` is then unused).
     logits_fn gets t = the fraction of each row's generated tokens that are still masked. callback(x) is called
-    with the canvas after every step.
+    with the canvas after every step. Returns (x, {"nfe"}).
 
     Batched prompts of different lengths (`left_pad`): attention_mask (B, L), False on the left padding, which is
     then never attended to (logits_fn gets mask= (B, 1, 1, L)); the padding counts as prompt. eos_ids (LLaDA
@@ -82,13 +93,7 @@ def sample_llada(logits_fn: LogitsFn, x: Tensor, *, steps: int, mask_id: int, bl
     (confidence 0). The reference sets the EOS half of the latter on a tensor it no longer reads, so there only
     EoT is affected; we apply it to every id in eos_ids, as the flag's name and the appendix say.
     """
-    check_canvas(x, mask_id)
-    if attention_mask is not None and attention_mask.shape != x.shape:
-        raise UserError(f"attention_mask {tuple(attention_mask.shape)} does not match the canvas {tuple(x.shape)}")
-    if threshold is not None and not 0 < threshold <= 1:
-        raise UserError(f"threshold must be in (0, 1], got {threshold}")
-    if remasking not in ("low_confidence", "random"):
-        raise UserError(f"remasking must be 'low_confidence' or 'random', got {remasking!r}")
+    check_options(x, mask_id, remasking, threshold, attention_mask)
     x = x.clone()
     prompt = x != mask_id  # (B, L)
     cols = (~prompt).any(dim=0).nonzero()

@@ -137,11 +137,13 @@ def _sedd_analytic(d: ScoreDenoiser, x: Tensor, *, steps: int, generator=None,
                                 generator=generator, callback=callback)
 
 
-def _bd3(d: BlockDenoiser, x: Tensor, *, steps: int, generator=None, callback=None,
-         use_cache: bool = True) -> tuple[Tensor, dict]:
-    """BD3-LM's block sampler (`bd3.sample_bd3`), `steps` per block; use_cache=False recomputes the prefix."""
+def _bd3(d: BlockDenoiser, x: Tensor, *, steps: int, generator=None, callback=None, use_cache: bool = True,
+         first_hitting: bool = False, nucleus_p: float = 1.0) -> tuple[Tensor, dict]:
+    """BD3-LM's block sampler (`bd3.sample_bd3`), `steps` per block; use_cache=False recomputes the prefix;
+    first_hitting and nucleus_p as bd3lms' sampling options (their scripts: first hitting, p = 0.9)."""
     return sample_bd3(d.net, x, steps=steps, mask_id=d.mask_id, block_size=d.block_size, use_cache=use_cache,
-                      time_cond=d.time_cond, reuse_logits=not d.time_cond, generator=generator, callback=callback)
+                      time_cond=d.time_cond, reuse_logits=not d.time_cond, first_hitting=first_hitting,
+                      nucleus_p=nucleus_p, generator=generator, callback=callback)
 
 
 def _ar(d: CausalDenoiser, x: Tensor, *, steps: int, generator=None, callback=None, temperature: float = 1.0,
@@ -161,6 +163,7 @@ SAMPLERS: dict[str, Callable[..., tuple[Tensor, dict]]] = {
     "sedd-euler": _sedd_euler,                             # ScoreDenoiser
     "sedd-analytic": _sedd_analytic,                       # ScoreDenoiser
     "bd3": _bd3,                                           # BlockDenoiser
+    "bd3-fh": partial(_bd3, first_hitting=True, nucleus_p=0.9),  # BlockDenoiser: bd3lms' generation defaults
     "ar": _ar,                                             # CausalDenoiser
 }
 COMMON = ("steps", "generator", "callback")  # the keywords every sampler takes

@@ -58,7 +58,7 @@ def _loss_sedd(model: nn.Module, lm: DiscreteLM, ids: Tensor) -> Tensor:
 def _loss_bd3(model: nn.Module, lm: DiscreteLM, ids: Tensor) -> Tensor:
     m = lm.config
     return bd3_loss(model, ids, block_size=m.block_size, mask_id=lm.mask_id, beta=m.beta, omega=m.omega,
-                    time_cond=lm.time_cond)
+                    time_cond=lm.time_cond, resample=m.resample)
 
 
 def _loss_ar(model: nn.Module, lm: DiscreteLM, ids: Tensor) -> Tensor:
@@ -128,7 +128,7 @@ METHODS = {
     "mdlm": Method(("llada", "llada-random", "mdlm", "fast-dllm", "fast-dllm-prefix", "fast-dllm-dual"), _loss_mdlm,
                    bound_mdlm, masked_denoiser),
     "sedd": Method(("sedd-analytic", "sedd-euler"), _loss_sedd, bound_sedd, score_denoiser),
-    "bd3": Method(("bd3",), _loss_bd3, bound_bd3, block_denoiser, canvas=_canvas_bd3,
+    "bd3": Method(("bd3", "bd3-fh"), _loss_bd3, bound_bd3, block_denoiser, canvas=_canvas_bd3,
                   default_steps=_block_size_steps, check=_check_bd3),
     "ar": Method(("ar",), _loss_ar, nll_ar, causal_denoiser, canvas=_canvas_ar, check=_check_ar, causal=True,
                  exact=True),
@@ -265,9 +265,7 @@ class DiscreteLMTask(Task):
         Returns the rows, the sampler's stats, the seconds it took and the steps used."""
         steps = steps or self.spec.default_steps(lm, length)
         rows = [self.spec.canvas(lm, p, length) for p in prompts]
-        width, context = max(len(p) for p in prompts) + length, getattr(lm.net.cfg, "max_len", None)
-        if context is not None and len(rows[0][0]) > context:
-            raise UserError(f"prompt + length = {width} tokens is longer than the model's context {context}")
+        width = max(len(p) for p in prompts) + length
         lo = rows[0][1]
         if len({len(r) for r, _ in rows}) == 1:
             canvas = torch.tensor([r for r, _ in rows], dtype=torch.long)  # (n, L)

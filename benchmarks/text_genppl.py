@@ -1,0 +1,118 @@
+"""Generative perplexity vs NFE for every discrete sampler, and Fast-dLLM's KV cache against full recompute.
+
+    python -m benchmarks.text_genppl --runs DIR --phases genppl,cache [--n 16] [--threads 1]
+
+DIR holds trained runs named after their presets (text-ar-judge, text-ar, text-mdlm, text-sedd, text-bd3-4), e.g.
+from `unigen train PRESET --out DIR/PRESET`. Results go to DIR/genppl.json and are printed as markdown tables.
+Everything goes through `unigen.run.load`, `Task.generate` and `genppl.generative_perplexity` (what `unigen eval
+RUN --gen-ppl --judge JUDGE` runs).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from unigen.data import load as load_data
+from unigen.families.discrete_diffusion.genppl import generative_perplexity
+from unigen.registry import TASKS
+from unigen.run import load, read_config
+
+# (preset, sampler, steps, options): samples from scratch, 128 tokens, each sampler's knobs at the values named
+ROWS = [("text-ar", "ar", 0, {})]
+ROWS += [("text-mdlm", "mdlm", s, {}) for s in (16, 32, 128)]
+ROWS += [("text-mdlm", "llada", s, {}) for s in (32, 128)] + [("text-mdlm", "llada", 128, {"temperature": 0.0})]
+ROWS += [("text-mdlm", "llada-random", s, {}) for s in (32, 128)]
+ROWS += [("text-mdlm", s, 0, {"threshold": th, "block_length": 32})
+         for s in ("fast-dllm", "fast-dllm-prefix", "fast-dllm-dual") for th in (0.9, 0.5)]
+ROWS += [("text-sedd", s, n, {}) for s in ("sedd-euler", "sedd-analytic") for n in (32, 128)]
+ROWS += [("text-bd3-4", "bd3", s, {}) for s in (1, 2, 4)]
+
+
+def gen_row(models: dict, runs: Path, judge, preset: str, sampler: str, steps: int, opts: dict, n: int,
+            length: int = 128, seed: int = 0) -> dict:
+    cfg = read_config(runs / preset)
+    lm = models.setdefault(preset, load(runs / preset))
+    out, stats, seconds, steps = TASKS[cfg.task].generate(lm, [[]] * n, length, sampler=sampler, steps=steps,
+                                                          seed=seed, **opts)
+    m = generative_perplexity(judge, out, bos_id=judge.bos_id, mask_id=judge.mask_id)
+    return {"preset": preset, "sampler": sampler, "steps": steps, "options": opts, "nfe": int(stats["nfe"]),
+            "gen_ppl": m["gen_ppl"], "entropy": m["entropy"], "seconds": round(seconds, 2), "n": n,
+            "first": out[0].tolist()}
+
+
+def phase_genppl(args, runs: Path, judge) -> dict:
+    cfg = read_config(runs / "text-ar-judge")
+    test = load_data(cfg.data, "test")
+    ids = test.batch(torch.arange(len(test)))["ids"]
+    held = generative_perplexity(judge, ids, bos_id=judge.bos_id, mask_id=judge.mask_id)
+    rows, models = [], {}
+    for preset, sampler, steps, opts in ROWS:
+        if (runs / preset / "model.safetensors").exists():
+            rows.append(gen_row(models, runs, judge, preset, sampler, steps, opts, args.n))
+            print(json.dumps({k: v for k, v in rows[-1].items() if k != "first"}), flush=True)
+    return {"heldout": {"gen_ppl": held["gen_ppl"], "entropy": held["entropy"], "n": len(ids)}, "rows": rows}
+
+
+def phase_cache(args, runs: Path, judge) -> dict:
+    """Interleaved in one process: full recompute (LLaDA + threshold, `fast-dllm`), prefix and dual cache, at
+    each generated length; batch 1, the first 16 test bytes as prompt, temperature 0 (greedy, as Fast-dLLM)."""
+    lm = load(runs / "text-mdlm")
+    task, cfg = TASKS["mdlm"], read_config(runs / "text-mdlm")
+    prompt = load_data(cfg.data, "test").batch(torch.arange(1))["ids"][0, :16].tolist()
+    out = []
+    for length in args.lengths:
+        got = {}
+        for sampler in ("fast-dllm", "fast-dllm-prefix", "fast-dllm-dual"):
+            bl = {} if sampler != "fast-dllm" else {"block_length": 32}
+            x, stats, seconds, _ = task.generate(lm, [prompt], length, sampler=sampler, steps=0, seed=0,
+                                                 temperature=0.0, threshold=args.threshold, **bl)
+            m = generative_perplexity(judge, x[:, 16:], bos_id=judge.bos_id, mask_id=judge.mask_id)
+            got[sampler] = x
+            agree = float((x == got["fast-dllm"]).float()[:, 16:].mean())
+            out.append({"length": length, "sampler": sampler, "seconds": round(seconds, 2), "nfe": int(stats["nfe"]),
+                        "positions": int(stats.get("positions", stats["nfe"] * x.shape[1])),
+                        "tokens_per_s": length / seconds, "agreement": agree, "gen_ppl": m["gen_ppl"],
+                        "entropy": m["entropy"], "tokens": x[0, 16:].tolist()})
+            print(json.dumps({k: v for k, v in out[-1].items() if k != "tokens"}), flush=True)
+    return {"rows": out, "threshold": args.threshold}
+
+
+def phase_rescore(args, runs: Path, judge) -> dict:
+    """The cache phase's generative perplexity again, under the judge now in DIR (the cache phase may have run
+    while the judge was still training); returns the cache phase's results with the new numbers."""
+    res = json.loads((runs / "genppl.json").read_text())["cache"]
+    for row in res["rows"]:
+        m = generative_perplexity(judge, torch.tensor([row["tokens"]]), bos_id=judge.bos_id, mask_id=judge.mask_id)
+        row.update(gen_ppl=m["gen_ppl"], entropy=m["entropy"])
+    return res
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.text_genppl", description=__doc__.split("\n")[0])
+    p.add_argument("--runs", required=True, help="folder of trained runs named after their presets")
+    p.add_argument("--phases", default="genppl,cache", help="comma-separated subset of genppl,cache,rescore")
+    p.add_argument("--n", type=int, default=16, help="genppl: samples per row (default 16)")
+    p.add_argument("--lengths", default="256,1024", help="cache: generated lengths (default 256,1024)")
+    p.add_argument("--threshold", type=float, default=0.9, help="cache: Fast-dLLM's threshold (default 0.9)")
+    p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
+    args = p.parse_args(argv)
+    args.lengths = [int(v) for v in args.lengths.split(",")]
+    torch.set_num_threads(args.threads)
+    runs = Path(args.runs)
+    judge = load(runs / "text-ar-judge")
+    path = runs / "genppl.json"
+    res = json.loads(path.read_text()) if path.exists() else {}
+    for phase in args.phases.split(","):
+        t0 = time.time()
+        fn = {"genppl": phase_genppl, "cache": phase_cache, "rescore": phase_rescore}[phase]
+        res["cache" if phase == "rescore" else phase] = fn(args, runs, judge)
+        res[phase + "_wall_s"] = round(time.time() - t0, 1)
+        path.write_text(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()
