@@ -17,19 +17,21 @@ from pathlib import Path
 import torch
 
 from unigen.data import load as load_data
+from unigen.families.discrete_diffusion.bd3 import bd3_token_nll
 from unigen.families.discrete_diffusion.genppl import generative_perplexity
 from unigen.registry import TASKS
 from unigen.run import load, read_config
 
-# (preset, sampler, steps, options): samples from scratch, 128 tokens, each sampler's knobs at the values named
+# (preset, sampler, steps, options): samples from scratch, 128 tokens, each sampler's knobs at the values named.
+# The list was cut to what the shared 2-core CPU could run in the session (see text_quality.md, section 5).
 ROWS = [("text-ar", "ar", 0, {})]
-ROWS += [("text-mdlm", "mdlm", s, {}) for s in (16, 32, 128)]
-ROWS += [("text-mdlm", "llada", s, {}) for s in (32, 128)] + [("text-mdlm", "llada", 128, {"temperature": 0.0})]
-ROWS += [("text-mdlm", "llada-random", s, {}) for s in (32, 128)]
+ROWS += [("text-mdlm", "mdlm", s, {}) for s in (32, 128)]
+ROWS += [("text-mdlm", "llada", 128, {}), ("text-mdlm", "llada", 128, {"temperature": 0.0}),
+         ("text-mdlm", "llada-random", 128, {})]
 ROWS += [("text-mdlm", s, 0, {"threshold": th, "block_length": 32})
-         for s in ("fast-dllm", "fast-dllm-prefix", "fast-dllm-dual") for th in (0.9, 0.5)]
-ROWS += [("text-sedd", s, n, {}) for s in ("sedd-euler", "sedd-analytic") for n in (32, 128)]
-ROWS += [("text-bd3-4", "bd3", s, {}) for s in (1, 2, 4)]
+         for th in (0.9, 0.5) for s in ("fast-dllm", "fast-dllm-dual", "fast-dllm-prefix")]
+ROWS += [("text-sedd", s, 128, {}) for s in ("sedd-euler", "sedd-analytic")]
+ROWS += [("text-bd3-4", "bd3", 4, {}), ("text-bd3-4", "bd3-fh", 0, {})]
 
 
 def gen_row(models: dict, runs: Path, judge, preset: str, sampler: str, steps: int, opts: dict, n: int,
@@ -39,22 +41,27 @@ def gen_row(models: dict, runs: Path, judge, preset: str, sampler: str, steps: i
     out, stats, seconds, steps = TASKS[cfg.task].generate(lm, [[]] * n, length, sampler=sampler, steps=steps,
                                                           seed=seed, **opts)
     m = generative_perplexity(judge, out, bos_id=judge.bos_id, mask_id=judge.mask_id)
+    per_row = m["nll"] / out.shape[1]  # (n,) nats/token of each sample
     return {"preset": preset, "sampler": sampler, "steps": steps, "options": opts, "nfe": int(stats["nfe"]),
-            "gen_ppl": m["gen_ppl"], "entropy": m["entropy"], "seconds": round(seconds, 2), "n": n,
-            "first": out[0].tolist()}
+            "gen_ppl": m["gen_ppl"], "se_nats": float(per_row.std() / n ** 0.5), "entropy": m["entropy"], "seconds": round(seconds, 2), "n": n,
+            "tokens": out.tolist()}
+
+
+def heldout_row(runs: Path, judge) -> dict:
+    """The judge's generative perplexity of the held-out windows (= its evaluation perplexity)."""
+    test = load_data(read_config(runs / "text-ar-judge").data, "test")
+    ids = test.batch(torch.arange(len(test)))["ids"]
+    held = generative_perplexity(judge, ids, bos_id=judge.bos_id, mask_id=judge.mask_id)
+    return {"gen_ppl": held["gen_ppl"], "entropy": held["entropy"], "n": len(ids)}
 
 
 def phase_genppl(args, runs: Path, judge) -> dict:
-    cfg = read_config(runs / "text-ar-judge")
-    test = load_data(cfg.data, "test")
-    ids = test.batch(torch.arange(len(test)))["ids"]
-    held = generative_perplexity(judge, ids, bos_id=judge.bos_id, mask_id=judge.mask_id)
     rows, models = [], {}
     for preset, sampler, steps, opts in ROWS:
-        if (runs / preset / "model.safetensors").exists():
+        if (runs / preset / "model.safetensors").exists() and (not args.presets or preset in args.presets):
             rows.append(gen_row(models, runs, judge, preset, sampler, steps, opts, args.n))
-            print(json.dumps({k: v for k, v in rows[-1].items() if k != "first"}), flush=True)
-    return {"heldout": {"gen_ppl": held["gen_ppl"], "entropy": held["entropy"], "n": len(ids)}, "rows": rows}
+            print(json.dumps({k: v for k, v in rows[-1].items() if k != "tokens"}), flush=True)
+    return {"heldout": heldout_row(runs, judge), "rows": rows}
 
 
 def phase_cache(args, runs: Path, judge) -> dict:
@@ -82,25 +89,59 @@ def phase_cache(args, runs: Path, judge) -> dict:
 
 
 def phase_rescore(args, runs: Path, judge) -> dict:
-    """The cache phase's generative perplexity again, under the judge now in DIR (the cache phase may have run
-    while the judge was still training); returns the cache phase's results with the new numbers."""
-    res = json.loads((runs / "genppl.json").read_text())["cache"]
-    for row in res["rows"]:
-        m = generative_perplexity(judge, torch.tensor([row["tokens"]]), bos_id=judge.bos_id, mask_id=judge.mask_id)
-        row.update(gen_ppl=m["gen_ppl"], entropy=m["entropy"])
+    """Generative perplexity of the samples already in DIR/genppl.json again, under the judge now in DIR (the
+    other phases may have run while the judge was still training); also the held-out row."""
+    res = json.loads((runs / "genppl.json").read_text())
+    for phase in ("genppl", "cache"):
+        for row in res.get(phase, {}).get("rows", []):
+            ids = torch.tensor(row["tokens"])
+            m = generative_perplexity(judge, ids if ids.dim() == 2 else ids[None], bos_id=judge.bos_id,
+                                      mask_id=judge.mask_id)
+            row.update(gen_ppl=m["gen_ppl"], entropy=m["entropy"])
+            if ids.dim() == 2 and len(ids) > 1:
+                row["se_nats"] = float((m["nll"] / ids.shape[1]).std() / len(ids) ** 0.5)
+    if "genppl" in res:
+        res["genppl"]["heldout"] = heldout_row(runs, judge)
     return res
+
+
+def phase_weight(args, runs: Path, judge) -> dict:
+    """bd3lms' loss weight for beta > 0.5 (1 instead of the NELBO's 1/t): the per-sequence estimates of both on
+    the first 16 test windows, t ~ U[beta, omega] per sequence, text-mdlm as a one-block BD3 (its x_t half sees
+    only x_t), 64 draws each. Reports each weight's mean and coefficient of variation (std / mean)."""
+    lm = load(runs / "text-mdlm")
+    test = load_data(read_config(runs / "text-mdlm").data, "test")
+    x0 = test.batch(torch.arange(16))["ids"]  # (16, T)
+    torch.manual_seed(0)
+    out = {}
+    for beta, omega in ((0.55, 0.95), (0.3, 0.8)):
+        inv, one = [], []
+        for _ in range(64):
+            t = beta + (omega - beta) * torch.rand(x0.shape[0], 1)  # (16, 1)
+            with torch.no_grad():
+                nll = bd3_token_nll(lm, x0, t, block_size=x0.shape[1], mask_id=lm.mask_id).sum(dim=1)  # 1/t weight
+            inv.append(nll / x0.shape[1])
+            one.append(nll * t[:, 0] / x0.shape[1])
+        inv, one = torch.cat(inv).double(), torch.cat(one).double()
+        out[f"{beta}-{omega}"] = {"mean_inv_t": float(inv.mean()), "cv_inv_t": float(inv.std() / inv.mean()),
+                                  "mean_one": float(one.mean()), "cv_one": float(one.std() / one.mean()),
+                                  "draws": len(inv)}
+        print(json.dumps(out), flush=True)
+    return out
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.text_genppl", description=__doc__.split("\n")[0])
     p.add_argument("--runs", required=True, help="folder of trained runs named after their presets")
-    p.add_argument("--phases", default="genppl,cache", help="comma-separated subset of genppl,cache,rescore")
+    p.add_argument("--phases", default="genppl,cache", help="comma-separated subset of genppl,cache,weight,rescore")
     p.add_argument("--n", type=int, default=16, help="genppl: samples per row (default 16)")
+    p.add_argument("--presets", default="", help="genppl: only the rows of these presets (comma-separated)")
     p.add_argument("--lengths", default="256,1024", help="cache: generated lengths (default 256,1024)")
     p.add_argument("--threshold", type=float, default=0.9, help="cache: Fast-dLLM's threshold (default 0.9)")
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
     args = p.parse_args(argv)
     args.lengths = [int(v) for v in args.lengths.split(",")]
+    args.presets = [v for v in args.presets.split(",") if v]
     torch.set_num_threads(args.threads)
     runs = Path(args.runs)
     judge = load(runs / "text-ar-judge")
@@ -108,8 +149,12 @@ def main(argv=None) -> None:
     res = json.loads(path.read_text()) if path.exists() else {}
     for phase in args.phases.split(","):
         t0 = time.time()
-        fn = {"genppl": phase_genppl, "cache": phase_cache, "rescore": phase_rescore}[phase]
-        res["cache" if phase == "rescore" else phase] = fn(args, runs, judge)
+        if phase == "rescore":
+            res = phase_rescore(args, runs, judge)
+        else:
+            res = json.loads(path.read_text()) if path.exists() else {}  # another process may have written
+            res[phase] = {"genppl": phase_genppl, "cache": phase_cache, "weight": phase_weight}[phase](args, runs,
+                                                                                                       judge)
         res[phase + "_wall_s"] = round(time.time() - t0, 1)
         path.write_text(json.dumps(res, indent=1))
 

@@ -123,3 +123,18 @@ def test_bd3_first_hitting_with_nucleus_reveals_one_token_per_call():
                              first_hitting=True, nucleus_p=0.5, generator=torch.Generator().manual_seed(0))
     assert stats["nfe"] == 8 and (x == 7).all()  # the nucleus at p = 0.5 holds token 7 alone
     assert calls == [8, 6, 4, 2, 8, 6, 4, 2]  # one token per row per call (2 rows), block by block
+
+
+def test_ignore_bos_never_masks_the_first_token():
+    seen = []
+
+    def model(ids, t, *, mask, positions):
+        seen.append(ids[:, :ids.shape[1] // 2].clone())  # the x_t half
+        return torch.zeros(*ids.shape, MASK + 1)
+
+    x0 = torch.randint(0, MASK, (4, 8), generator=torch.Generator().manual_seed(0))
+    t = torch.ones(4, 2)  # every token masked ...
+    B3.bd3_loss(model, x0, block_size=4, mask_id=MASK, t=t, ignore_bos=True)
+    assert torch.equal(seen[0][:, 0], x0[:, 0]) and (seen[0][:, 1:] == MASK).all()  # ... but the first
+    B3.bd3_loss(model, x0, block_size=4, mask_id=MASK, t=t)
+    assert (seen[1] == MASK).all()

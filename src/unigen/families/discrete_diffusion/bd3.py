@@ -117,16 +117,21 @@ def q_xt_resampled(x0: Tensor, t_block: Tensor, *, block_size: int, mask_id: int
 
 def bd3_loss(model, x0: Tensor, *, block_size: int, mask_id: int, beta: float = 1e-3, omega: float = 1.0,
              antithetic: bool = True, time_cond: bool = False, t: Tensor | None = None,
-             x_t: Tensor | None = None, resample: bool = False) -> Tensor:
+             x_t: Tensor | None = None, resample: bool = False, ignore_bos: bool = False) -> Tensor:
     """BD3-LM training loss (Arriola et al. 2025): the block NELBO with clipped mask rates t_b ~ U[beta, omega]
     (antithetic over batch and blocks, torch's global RNG unless `t` (B, n_blocks) is given), nats per token.
-    resample: blocks whose masked fraction is outside [beta, omega] are redrawn (`q_xt_resampled`)."""
+    resample: blocks whose masked fraction is outside [beta, omega] are redrawn (`q_xt_resampled`).
+    ignore_bos: the first token of every sequence is never masked, so never scored (bd3lms' algo.ignore_bos: their
+    sequences start with BOS; for our windows it is the first token of each)."""
     if t is None:
         t = N.sample_clipped_t((x0.shape[0], x0.shape[1] // block_size), beta, omega, antithetic=antithetic,
                                device=x0.device)  # (B, n_blocks)
-    if resample and x_t is None:
+    if x_t is None and (resample or ignore_bos):
         check_tokens(x0, mask_id)
-        x_t = q_xt_resampled(x0, t, block_size=block_size, mask_id=mask_id, beta=beta, omega=omega)
+        x_t = q_xt_resampled(x0, t, block_size=block_size, mask_id=mask_id, beta=beta if resample else EPS,
+                             omega=omega if resample else 1.0)  # EPS, 1: no bound enforced, plain q(x_t | x_0)
+    if ignore_bos:
+        x_t = torch.cat([x0[:, :1], x_t[:, 1:]], dim=1)  # (B, n)
     nll = bd3_token_nll(model, x0, t, block_size=block_size, mask_id=mask_id, time_cond=time_cond, x_t=x_t)
     return nll.sum() / x0.numel()
 

@@ -58,7 +58,7 @@ def _loss_sedd(model: nn.Module, lm: DiscreteLM, ids: Tensor) -> Tensor:
 def _loss_bd3(model: nn.Module, lm: DiscreteLM, ids: Tensor) -> Tensor:
     m = lm.config
     return bd3_loss(model, ids, block_size=m.block_size, mask_id=lm.mask_id, beta=m.beta, omega=m.omega,
-                    time_cond=lm.time_cond, resample=m.resample)
+                    time_cond=lm.time_cond, resample=m.resample, ignore_bos=m.ignore_bos)
 
 
 def _loss_ar(model: nn.Module, lm: DiscreteLM, ids: Tensor) -> Tensor:
