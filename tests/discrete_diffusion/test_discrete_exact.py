@@ -160,8 +160,16 @@ def test_llada_random_with_a_prompt_samples_the_exact_conditional():
 def test_first_hitting_samples_the_joint_one_token_per_call():
     """Zheng et al.'s first-hitting sampler (bd3lms' default) reveals one uniformly chosen masked token per call
     from the exact conditional: it samples the joint exactly."""
-    n = 20000
-    x, stats = M.sample_first_hitting(exact_logits_fn(), torch.full((n, L), MASK), mask_id=MASK,
+    n, fn, ts = 20000, exact_logits_fn(), []
+
+    def spy(x_t, t):
+        ts.append(t.double())
+        return fn(x_t, t)
+
+    x, stats = M.sample_first_hitting(spy, torch.full((n, L), MASK), mask_id=MASK,
                                       generator=torch.Generator().manual_seed(6))
     assert stats["nfe"] == L and not (x == MASK).any()
     _assert_matches(_empirical(x), P, n)
+    # the time of the k-th reveal is the k-th largest of L uniforms: E = (L + 1 - k) / (L + 1)
+    for k, t in enumerate(ts, start=1):
+        assert abs(float(t.mean()) - (L + 1 - k) / (L + 1)) < 5 * float(t.std()) / n ** 0.5
