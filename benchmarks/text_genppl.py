@@ -130,10 +130,31 @@ def phase_weight(args, runs: Path, judge) -> dict:
     return out
 
 
+def report(res: dict) -> str:
+    """The markdown tables of text_quality.md section 5 from DIR/genppl.json."""
+    lines = ["| model | sampler | options | NFE | gen PPL (± se) | entropy (nats) | s |", "|---|---|---|---|---|---|---|"]
+    h = res["genppl"]["heldout"]
+    lines.append(f"| held-out text ({h['n']} windows) | - | - | - | {h['gen_ppl']:.2f} | {h['entropy']:.2f} | - |")
+    for r in res["genppl"]["rows"]:
+        opts = ", ".join(f"{k}={v}" for k, v in r["options"].items()) or "-"
+        se = r["gen_ppl"] * r.get("se_nats", 0.0)  # delta method on exp(nats)
+        lines.append(f"| {r['preset']} | {r['sampler']} | {opts} | {r['nfe']} | {r['gen_ppl']:.2f} ± {se:.2f} | "
+                     f"{r['entropy']:.2f} | {r['seconds']:.0f} |")
+    lines += ["", "| generated | sampler | s | tokens/s | speed-up | NFE | positions | agreement | gen PPL | entropy |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    base = {}
+    for r in res.get("cache", {}).get("rows", []):
+        base.setdefault(r["length"], r["tokens_per_s"])
+        lines.append(f"| {r['length']} | {r['sampler']} | {r['seconds']:.1f} | {r['tokens_per_s']:.2f} | "
+                     f"{r['tokens_per_s'] / base[r['length']]:.2f}x | {r['nfe']} | {r['positions']} | "
+                     f"{r['agreement']:.3f} | {r['gen_ppl']:.2f} | {r['entropy']:.2f} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.text_genppl", description=__doc__.split("\n")[0])
     p.add_argument("--runs", required=True, help="folder of trained runs named after their presets")
-    p.add_argument("--phases", default="genppl,cache", help="comma-separated subset of genppl,cache,weight,rescore")
+    p.add_argument("--phases", default="genppl,cache", help="comma-separated subset of genppl,cache,weight,rescore; or report (print the tables)")
     p.add_argument("--n", type=int, default=16, help="genppl: samples per row (default 16)")
     p.add_argument("--presets", default="", help="genppl: only the rows of these presets (comma-separated)")
     p.add_argument("--lengths", default="256,1024", help="cache: generated lengths (default 256,1024)")
@@ -144,9 +165,12 @@ def main(argv=None) -> None:
     args.presets = [v for v in args.presets.split(",") if v]
     torch.set_num_threads(args.threads)
     runs = Path(args.runs)
-    judge = load(runs / "text-ar-judge")
     path = runs / "genppl.json"
+    judge = None if args.phases == "report" else load(runs / "text-ar-judge")
     res = json.loads(path.read_text()) if path.exists() else {}
+    if args.phases == "report":
+        print(report(json.loads(path.read_text())))
+        return
     for phase in args.phases.split(","):
         t0 = time.time()
         if phase == "rescore":
