@@ -18,6 +18,7 @@ import torch
 
 from unigen.data import load as load_data
 from unigen.families.discrete_diffusion.bd3 import bd3_token_nll
+from unigen.families.discrete_diffusion.cache import _cached_call, _refresh
 from unigen.families.discrete_diffusion.genppl import generative_perplexity
 from unigen.registry import TASKS
 from unigen.run import load, read_config
@@ -130,6 +131,43 @@ def phase_weight(args, runs: Path, judge) -> dict:
     return out
 
 
+def phase_percall(args, runs: Path, judge) -> dict:
+    """The cost of one model call of each kind at each generated length (batch 1, 16-token prompt, blocks of 32,
+    the middle block), timed interleaved in one process (full, prefix, dual, full, ...; 5 rounds, median): a full
+    forward (every step of the uncached sampler, and the refresh step of the cached ones), a prefix-cache call
+    (block + suffix against the cached prefix) and a dual-cache call (the block alone). The cached samplers'
+    expected speed-up at equal NFE, one refresh per block of 32, follows from these."""
+    lm = load(runs / "text-mdlm")
+    out = []
+    for length in args.lengths:
+        L = 16 + length
+        x = torch.randint(0, lm.mask_id, (1, L))
+        x[:, 16 + length // 2:] = lm.mask_id  # half generated
+        lo, hi = 16 + length // 2, 16 + length // 2 + 32
+        calls = {}
+        with torch.no_grad():
+            _, pre, order_p = _refresh(lm, x, None, lo, hi, "prefix", None)
+            _, dual, order_d = _refresh(lm, x, None, lo, hi, "dual", None)
+            fns = {"full": lambda: lm(x),
+                   "prefix": lambda: _cached_call(lm, x, None, lo, hi, "prefix", pre, order_p, None),
+                   "dual": lambda: _cached_call(lm, x, None, lo, hi, "dual", dual, order_d, None)}
+            for f in fns.values():
+                f()  # warm-up
+            for _ in range(5):
+                for k, f in fns.items():
+                    t0 = time.perf_counter()
+                    f()
+                    calls.setdefault(k, []).append(time.perf_counter() - t0)
+        med = {k: sorted(v)[len(v) // 2] for k, v in calls.items()}
+        n_blocks = length // 32
+        row = {"length": length, **{f"{k}_ms": 1000 * v for k, v in med.items()}}
+        for k in ("prefix", "dual"):  # the prefix call's cost is taken at the middle block (its average)
+            row[f"{k}_expected_speedup"] = length * med["full"] / (n_blocks * med["full"] + (length - n_blocks) * med[k])
+        out.append(row)
+        print(json.dumps(row), flush=True)
+    return {"rows": out}
+
+
 def report(res: dict) -> str:
     """The markdown tables of text_quality.md section 5 from DIR/genppl.json."""
     lines = ["| model | sampler | options | NFE | gen PPL (± se) | entropy (nats) | s |", "|---|---|---|---|---|---|---|"]
@@ -154,7 +192,7 @@ def report(res: dict) -> str:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.text_genppl", description=__doc__.split("\n")[0])
     p.add_argument("--runs", required=True, help="folder of trained runs named after their presets")
-    p.add_argument("--phases", default="genppl,cache", help="comma-separated subset of genppl,cache,weight,rescore; or report (print the tables)")
+    p.add_argument("--phases", default="genppl,cache", help="comma-separated subset of genppl,cache,weight,percall,rescore; or report")
     p.add_argument("--n", type=int, default=16, help="genppl: samples per row (default 16)")
     p.add_argument("--presets", default="", help="genppl: only the rows of these presets (comma-separated)")
     p.add_argument("--lengths", default="256,1024", help="cache: generated lengths (default 256,1024)")
@@ -177,8 +215,8 @@ def main(argv=None) -> None:
             res = phase_rescore(args, runs, judge)
         else:
             res = json.loads(path.read_text()) if path.exists() else {}  # another process may have written
-            res[phase] = {"genppl": phase_genppl, "cache": phase_cache, "weight": phase_weight}[phase](args, runs,
-                                                                                                       judge)
+            fns = {"genppl": phase_genppl, "cache": phase_cache, "weight": phase_weight, "percall": phase_percall}
+            res[phase] = fns[phase](args, runs, judge)
         res[phase + "_wall_s"] = round(time.time() - t0, 1)
         path.write_text(json.dumps(res, indent=1))
 
