@@ -66,8 +66,9 @@ def phase_genppl(args, runs: Path, judge) -> dict:
 
 
 def phase_cache(args, runs: Path, judge) -> dict:
-    """Interleaved in one process: full recompute (LLaDA + threshold, `fast-dllm`), prefix and dual cache, at
-    each generated length; batch 1, the first 16 test bytes as prompt, temperature 0 (greedy, as Fast-dLLM)."""
+    """One after the other in one process (not interleaved: `percall` is): full recompute (LLaDA + threshold,
+    `fast-dllm`), prefix and dual cache, at each generated length; batch 1, the first 16 test bytes as prompt,
+    temperature 0 (greedy, as Fast-dLLM). Agreement: the share of generated tokens equal to the uncached run's."""
     lm = load(runs / "text-mdlm")
     task, cfg = TASKS["mdlm"], read_config(runs / "text-mdlm")
     prompt = load_data(cfg.data, "test").batch(torch.arange(1))["ids"][0, :16].tolist()
