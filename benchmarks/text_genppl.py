@@ -18,7 +18,7 @@ import torch
 
 from unigen.data import load as load_data
 from unigen.families.discrete_diffusion.bd3 import bd3_token_nll
-from unigen.families.discrete_diffusion.cache import _cached_call, _refresh
+from unigen.families.discrete_diffusion.cache import cached_call, refresh_call
 from unigen.families.discrete_diffusion.genppl import generative_perplexity
 from unigen.registry import TASKS
 from unigen.run import load, read_config
@@ -147,11 +147,11 @@ def phase_percall(args, runs: Path, judge) -> dict:
         lo, hi = 16 + length // 2, 16 + length // 2 + 32
         calls = {}
         with torch.no_grad():
-            _, pre, order_p = _refresh(lm, x, None, lo, hi, "prefix", None)
-            _, dual, order_d = _refresh(lm, x, None, lo, hi, "dual", None)
+            _, pre, order_p = refresh_call(lm, x, None, lo, hi, "prefix", None)
+            _, dual, order_d = refresh_call(lm, x, None, lo, hi, "dual", None)
             fns = {"full": lambda: lm(x),
-                   "prefix": lambda: _cached_call(lm, x, None, lo, hi, "prefix", pre, order_p, None),
-                   "dual": lambda: _cached_call(lm, x, None, lo, hi, "dual", dual, order_d, None)}
+                   "prefix": lambda: cached_call(lm, x, None, lo, hi, "prefix", pre, order_p, None),
+                   "dual": lambda: cached_call(lm, x, None, lo, hi, "dual", dual, order_d, None)}
             for f in fns.values():
                 f()  # warm-up
             for _ in range(5):

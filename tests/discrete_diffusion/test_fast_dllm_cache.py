@@ -61,14 +61,14 @@ def test_a_fresh_cache_gives_the_full_forward(mode):
     canvas[:, 7] = 4  # some generated tokens already in place
     lo, hi = 9, 13
     full = lm(canvas, mask=keep[:, None, None, :])  # (B, L, V+1)
-    logits, cache, order = C._refresh(lm, canvas, None, lo, hi, mode, keep)
+    logits, cache, order = C.refresh_call(lm, canvas, None, lo, hi, mode, keep)
     assert torch.allclose(logits, full, atol=1e-12)
-    part, c0 = C._cached_call(lm, canvas, None, lo, hi, mode, cache, order, keep)
+    part, c0 = C.cached_call(lm, canvas, None, lo, hi, mode, cache, order, keep)
     assert c0 == lo and torch.allclose(part, full[:, lo:lo + part.shape[1]], atol=1e-12)
     assert part.shape[1] == (canvas.shape[1] - lo if mode == "prefix" else hi - lo)
     moved = canvas.clone()
     moved[:, hi + 1] = 3  # a suffix token changes: only the prefix cache sees it
-    part2, _ = C._cached_call(lm, moved, None, lo, hi, mode, cache, order, keep)
+    part2, _ = C.cached_call(lm, moved, None, lo, hi, mode, cache, order, keep)
     same = torch.allclose(part2[:, :hi - lo], part[:, :hi - lo], atol=1e-12)
     assert same == (mode == "dual")
 

@@ -30,7 +30,7 @@ from unigen.families.discrete_diffusion.llada import check_options, num_transfer
 MODES = ("prefix", "dual")
 
 
-def _refresh(net, x: Tensor, t: Tensor | None, lo: int, hi: int, mode: str, keys: Tensor | None):
+def refresh_call(net, x: Tensor, t: Tensor | None, lo: int, hi: int, mode: str, keys: Tensor | None):
     """A full forward over the canvas whose keys / values become the cache: [x[:lo]] (prefix) or [x[:lo]; x[hi:]]
     (dual, run in the order prefix, suffix, block so that the block's entries can be dropped). Returns the
     logits (B, L, V+1) in canvas order, the cache, and the key order of later cached calls."""
@@ -46,7 +46,7 @@ def _refresh(net, x: Tensor, t: Tensor | None, lo: int, hi: int, mode: str, keys
     return logits[:, order.argsort()], cache, order
 
 
-def _cached_call(net, x: Tensor, t: Tensor | None, lo: int, hi: int, mode: str, cache, order: Tensor,
+def cached_call(net, x: Tensor, t: Tensor | None, lo: int, hi: int, mode: str, cache, order: Tensor,
                  keys: Tensor | None) -> tuple[Tensor, int]:
     """One cached step: run x[lo:] (prefix) or x[lo:hi] (dual) against the cache without committing to it.
     Returns the logits of the columns it ran (B, T, V+1) and their first column."""
@@ -97,10 +97,10 @@ def sample_fast_dllm(net, x: Tensor, *, steps: int, mask_id: int, mode: str = "d
             masked = x == mask_id  # (B, L)
             t = masked.sum(dim=1) / n_gen if time_cond else None  # (B,)
             if calls == 0 or (refresh and calls % refresh == 0):
-                logits, cache, order = _refresh(net, x, t, lo, hi, mode, attention_mask)  # (B, L, V+1)
+                logits, cache, order = refresh_call(net, x, t, lo, hi, mode, attention_mask)  # (B, L, V+1)
                 c0 = 0
             else:
-                logits, c0 = _cached_call(net, x, t, lo, hi, mode, cache, order, attention_mask)  # (B, T, V+1)
+                logits, c0 = cached_call(net, x, t, lo, hi, mode, cache, order, attention_mask)  # (B, T, V+1)
             nfe, positions, calls = nfe + 1, positions + logits.shape[1], calls + 1
             x0, conf = predict_x0(logits, mask_id, temperature, remasking, generator)  # (B, T) each
             cols_run = slice(c0, c0 + logits.shape[1])
