@@ -32,7 +32,8 @@ ROWS += [("text-mdlm", "llada", 128, {}), ("text-mdlm", "llada", 128, {"temperat
 ROWS += [("text-mdlm", s, 0, {"threshold": th, "block_length": 32})
          for th in (0.9, 0.5) for s in ("fast-dllm", "fast-dllm-dual", "fast-dllm-prefix")]
 ROWS += [("text-sedd", s, 128, {}) for s in ("sedd-euler", "sedd-analytic")]
-ROWS += [("text-bd3-4", "bd3", 4, {}), ("text-bd3-4", "bd3-fh", 0, {})]
+ROWS += [("text-bd3-4", "bd3", 4, {}), ("text-bd3-4", "bd3-fh", 0, {}), ("text-bd3-4", "bd3", 2, {}),
+         ("text-bd3-4", "bd3", 4, {"nucleus_p": 0.9}), ("text-bd3-4", "bd3", 4, {"first_hitting": True})]
 
 
 def gen_row(models: dict, runs: Path, judge, preset: str, sampler: str, steps: int, opts: dict, n: int,
