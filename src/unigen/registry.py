@@ -36,6 +36,7 @@ PRESETS: dict[str, Callable[[], Config]] = {
     **discrete_family.PRESETS,
     **word2vec_presets.PRESETS,
     **discrete_presets.PIXEL_PRESETS,
+    **discrete_presets.JUDGE_PRESETS,
     **flows_presets.PRESETS,
     **detection_presets.PRESETS,
 }

@@ -176,6 +176,8 @@ def evaluate(run_dir: str | Path, *, quick: bool = False, **kw) -> dict[str, Any
     cfg = read_config(run_dir)
     measure = require(get_task(cfg.task), "evaluate", cfg.task)
     model = load(run_dir)
+    if kw.get("judge"):  # a second run that scores this one's samples (text: generative perplexity)
+        kw.update(judge=load(kw["judge"]), judge_dir=Path(kw["judge"]))
     with torch.random.fork_rng(devices=[]):
         metrics = measure(model, cfg, run_dir=run_dir, quick=quick, **kw)
     if "query" not in kw:

@@ -216,13 +216,15 @@ def test_bd3_checks_and_defaults():
 # ----------------------------------------------------------------------------------------------------- LLaDA
 def test_llada_selection_edges():
     conf = torch.tensor([[0.5, 0.9, float("-inf"), 0.9]], dtype=torch.float64)
-    # a tie goes to the earlier position (a stable sort), an ineligible token is never chosen, threshold is strict
-    assert LL._select(conf, torch.tensor([1]), None).tolist() == [[False, True, False, False]]
-    assert LL._select(conf, torch.tensor([4]), None).tolist() == [[True, True, False, True]]
-    assert LL._select(conf, None, 0.5).tolist() == [[False, True, False, True]]
+    # a tie goes to the earlier position (a stable sort), an ineligible token is never chosen, a confidence equal
+    # to the threshold is kept (Fast-dLLM's get_transfer_index drops only those below it)
+    assert LL.transfer_index(conf, torch.tensor([1]), None).tolist() == [[False, True, False, False]]
+    assert LL.transfer_index(conf, torch.tensor([4]), None).tolist() == [[True, True, False, True]]
+    assert LL.transfer_index(conf, None, 0.5).tolist() == [[True, True, False, True]]
+    assert LL.transfer_index(conf, None, 0.6).tolist() == [[False, True, False, True]]
     none = torch.full((1, 3), float("-inf"), dtype=torch.float64)
-    assert not LL._select(none, None, 0.5).any() and not LL._select(none, torch.tensor([2]), None).any()
-    x0, conf = LL._predict(torch.zeros(2, 3, V + 1), MASK, 0.0, "random", torch.Generator().manual_seed(0))
+    assert not LL.transfer_index(none, None, 0.5).any() and not LL.transfer_index(none, torch.tensor([2]), None).any()
+    x0, conf = LL.predict_x0(torch.zeros(2, 3, V + 1), MASK, 0.0, "random", torch.Generator().manual_seed(0))
     assert conf.dtype == torch.float64 and (x0 < MASK).all()
 
 
@@ -277,8 +279,9 @@ def test_sampler_table_forwards_every_option_with_its_documented_default(monkeyp
 def test_options_lists_exactly_the_extra_keywords():
     assert S.options("mdlm") == {} and S.options("sedd-euler") == {}
     assert S.options("ar") == {"temperature": 1.0, "use_cache": True}
-    assert S.options("bd3") == {"use_cache": True}
-    assert set(S.options("llada")) == {"temperature", "guidance", "remasking", "threshold", "block_length"}
+    assert S.options("bd3") == {"use_cache": True, "first_hitting": False, "nucleus_p": 1.0}
+    assert set(S.options("llada")) == {"temperature", "guidance", "remasking", "threshold", "block_length",
+                                       "attention_mask", "eos_ids", "logits_eos_inf", "confidence_eos_eot_inf"}
     assert all(p.kind is p.KEYWORD_ONLY for name in S.SAMPLERS for p in inspect.signature(S.SAMPLERS[name])
                .parameters.values() if p.name in S.options(name))
 
@@ -308,6 +311,6 @@ def test_llada_selection_breaks_ties_by_position():
     sort scatters them over a long row (torch's CPU sort does at this length)."""
     conf = torch.zeros(2, 5000)
     conf[:, ::7] = 1.0                                                # 715 tied leaders per row
-    picked = LL._select(conf, torch.tensor([3, 720]), None)
+    picked = LL.transfer_index(conf, torch.tensor([3, 720]), None)
     assert picked[0].nonzero().flatten().tolist() == [0, 7, 14]
     assert picked[1].nonzero().flatten().tolist() == sorted(list(range(0, 5000, 7)) + [1, 2, 3, 4, 5])

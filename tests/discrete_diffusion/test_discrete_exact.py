@@ -155,3 +155,21 @@ def test_llada_random_with_a_prompt_samples_the_exact_conditional():
                           generator=torch.Generator().manual_seed(9))
     cond = torch.where(SEQS[:, 0] == 2, P, torch.zeros_like(P))
     _assert_matches(_empirical(x), cond / cond.sum(), n)
+
+
+def test_first_hitting_samples_the_joint_one_token_per_call():
+    """Zheng et al.'s first-hitting sampler (bd3lms' default) reveals one uniformly chosen masked token per call
+    from the exact conditional: it samples the joint exactly."""
+    n, fn, ts = 20000, exact_logits_fn(), []
+
+    def spy(x_t, t):
+        ts.append(t.double())
+        return fn(x_t, t)
+
+    x, stats = M.sample_first_hitting(spy, torch.full((n, L), MASK), mask_id=MASK,
+                                      generator=torch.Generator().manual_seed(6))
+    assert stats["nfe"] == L and not (x == MASK).any()
+    _assert_matches(_empirical(x), P, n)
+    # the time of the k-th reveal is the k-th largest of L uniforms: E = (L + 1 - k) / (L + 1)
+    for k, t in enumerate(ts, start=1):
+        assert abs(float(t.mean()) - (L + 1 - k) / (L + 1)) < 5 * float(t.std()) / n ** 0.5

@@ -123,7 +123,7 @@ def test_sampling_user_errors(runs, tmp_path):
         evaluate(runs["text-ar"], nfe_sweep=True)
     with pytest.raises(UserError, match="guidance=2.0 applies to the samplers llada"):
         sample(runs["text-mdlm"], sampler="mdlm", n=1, guidance=2.0, prompt=PROMPT, out_dir=tmp_path / "g2")
-    with pytest.raises(UserError, match="use_cache=False applies to the samplers bd3, ar"):
+    with pytest.raises(UserError, match="use_cache=False applies to the samplers bd3, bd3-fh, ar"):
         sample(runs["text-mdlm"], n=1, use_cache=False, out_dir=tmp_path / "c")
     g = sample(runs["text-mdlm"], sampler="llada", n=1, guidance=2.0, prompt=PROMPT, length=8, out_dir=tmp_path / "ok")
     assert g["nfe"] == 8

@@ -103,7 +103,7 @@ def test_an_option_a_sampler_lacks_is_an_error_unless_neutral():
     assert resolve_options("llada", dict(NEUTRAL, guidance=2.0))["guidance"] == 2.0
     with pytest.raises(UserError, match="guidance=2.0 applies to the samplers llada, llada-random, fast-dllm"):
         resolve_options("mdlm", dict(NEUTRAL, guidance=2.0))
-    with pytest.raises(UserError, match="use_cache=False applies to the samplers bd3, ar, not 'llada'"):
+    with pytest.raises(UserError, match="use_cache=False applies to the samplers bd3, bd3-fh, ar, not 'llada'"):
         resolve_options("llada", dict(NEUTRAL, use_cache=False))
     with pytest.raises(UserError, match="temperature"):
         resolve_options("sedd-euler", dict(NEUTRAL, temperature=0.5))

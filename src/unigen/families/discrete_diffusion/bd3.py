@@ -31,7 +31,8 @@ from torch import Tensor
 from unigen.families.discrete_diffusion import noise as N
 from unigen.families.discrete_diffusion.ar import eos_lengths
 from unigen.families.discrete_diffusion.likelihood import summarize
-from unigen.families.discrete_diffusion.masked import check_tokens, q_xt, sample_mdlm, subs_log_probs
+from unigen.families.discrete_diffusion.masked import (check_tokens, q_xt, sample_first_hitting, sample_mdlm,
+                                                      subs_log_probs)
 from unigen.errors import UserError
 
 _LINEAR = partial(N.loglinear, eps=0.0)  # alpha_t = 1 - t: BD3-LM's linear schedule (mask rate t, weight 1/t)
@@ -83,14 +84,54 @@ def bd3_token_nll(model, x0: Tensor, t_block: Tensor, *, block_size: int, mask_i
     return torch.where(x_t == mask_id, nll / t, torch.zeros_like(nll))
 
 
+EPS = 1e-3        # bd3lms' sampling_eps: a clipping bound equal to it (or omega = 1) is not enforced by resampling
+MAX_ROUNDS = 1000  # resampling rounds before giving up (bd3lms loops without a limit)
+
+
+def q_xt_resampled(x0: Tensor, t_block: Tensor, *, block_size: int, mask_id: int, beta: float, omega: float,
+                   generator: torch.Generator | None = None) -> Tensor:
+    """q(x_t | x_0) per block (mask rate t_b) with bd3lms' `training.resample=True` (`_resample_q_xt`): a block
+    whose masked fraction falls outside [beta, omega] is redrawn (same t_b) until it lies inside, so the clipped
+    schedule clips the realised fraction, not only t. A bound at its epsilon (beta = 1e-3, omega = 1) is not
+    enforced, as in bd3lms. Draws from `generator` (torch's global RNG if None) in bd3lms' order. (B, n)."""
+    B, n = x0.shape
+    p = t_block.repeat_interleave(block_size, dim=1)  # (B, n)
+    move = torch.rand(x0.shape, generator=generator, device=x0.device) <= p
+    low, high = beta != EPS, omega != 1
+    if low or high:
+        if not any((not low or k / block_size >= beta) and (not high or k / block_size <= omega)
+                   for k in range(block_size + 1)):
+            raise UserError(f"no masked fraction k/{block_size} lies in [beta, omega] = [{beta}, {omega}]: "
+                            "resampling cannot end")
+        for _ in range(MAX_ROUNDS):
+            frac = move.view(B, -1, block_size).float().mean(dim=-1)  # (B, n_blocks)
+            bad = ((frac < beta) & low) | ((frac > omega) & high)  # (B, n_blocks)
+            if not bad.any():
+                break
+            redo = bad.repeat_interleave(block_size, dim=1)  # (B, n)
+            move = torch.where(redo, torch.rand(x0.shape, generator=generator, device=x0.device) <= p, move)
+        else:
+            raise UserError(f"resampling found no block inside [beta, omega] in {MAX_ROUNDS} rounds")
+    return torch.where(move, torch.full_like(x0, mask_id), x0)
+
+
 def bd3_loss(model, x0: Tensor, *, block_size: int, mask_id: int, beta: float = 1e-3, omega: float = 1.0,
              antithetic: bool = True, time_cond: bool = False, t: Tensor | None = None,
-             x_t: Tensor | None = None) -> Tensor:
+             x_t: Tensor | None = None, resample: bool = False, ignore_bos: bool = False) -> Tensor:
     """BD3-LM training loss (Arriola et al. 2025): the block NELBO with clipped mask rates t_b ~ U[beta, omega]
-    (antithetic over batch and blocks, torch's global RNG unless `t` (B, n_blocks) is given), nats per token."""
+    (antithetic over batch and blocks, torch's global RNG unless `t` (B, n_blocks) is given), nats per token.
+    resample: blocks whose masked fraction is outside [beta, omega] are redrawn (`q_xt_resampled`).
+    ignore_bos: the first token of every sequence is never masked, so never scored (bd3lms' algo.ignore_bos: their
+    sequences start with BOS; for our windows it is the first token of each)."""
     if t is None:
         t = N.sample_clipped_t((x0.shape[0], x0.shape[1] // block_size), beta, omega, antithetic=antithetic,
                                device=x0.device)  # (B, n_blocks)
+    if x_t is None and (resample or ignore_bos):
+        check_tokens(x0, mask_id)
+        x_t = q_xt_resampled(x0, t, block_size=block_size, mask_id=mask_id, beta=beta if resample else EPS,
+                             omega=omega if resample else 1.0)  # EPS, 1: no bound enforced, plain q(x_t | x_0)
+    if ignore_bos:
+        x_t = torch.cat([x0[:, :1], x_t[:, 1:]], dim=1)  # (B, n)
     nll = bd3_token_nll(model, x0, t, block_size=block_size, mask_id=mask_id, time_cond=time_cond, x_t=x_t)
     return nll.sum() / x0.numel()
 
@@ -113,6 +154,7 @@ def bd3_nelbo(model, x0: Tensor, *, block_size: int, mask_id: int, n_samples: in
 @torch.no_grad()
 def sample_bd3(model, x: Tensor, *, steps: int, mask_id: int, block_size: int, use_cache: bool = True,
                time_cond: bool = False, eos_id: int | None = None, reuse_logits: bool = True,
+               first_hitting: bool = False, nucleus_p: float = 1.0,
                generator: torch.Generator | None = None, callback=None) -> tuple[Tensor, dict]:
     """BD3-LM semi-autoregressive sampler (Arriola et al. 2025, Alg. 2): blocks left to right, each denoised by
     `steps` MDLM ancestral steps under alpha_t = 1 - t (t: 1 -> 0), conditioned on the finished prefix.
@@ -125,6 +167,8 @@ def sample_bd3(model, x: Tensor, *, steps: int, mask_id: int, block_size: int, u
     use_cache=False recomputes the whole prefix every call (the reference). eos_id: stop after the first block
     in which every row has produced an EOS; stats["lengths"] gives each row's length up to and including its
     first generated EOS. callback(x) is called with the whole canvas (B, L) after every denoising step.
+    first_hitting: each block by `masked.sample_first_hitting` (bd3lms' default; one call per token, `steps`
+    unused); nucleus_p: top-p filtering of p_theta in either sampler (bd3lms' scripts: 0.9).
     """
     B, L = x.shape
     _check_blocks(L, block_size)
@@ -144,9 +188,13 @@ def sample_bd3(model, x: Tensor, *, steps: int, mask_id: int, block_size: int, u
         else:
             logits_fn = partial(_block_logits, model, x[:, :lo], time_cond=time_cond, block_size=block_size)
         on_step = None if callback is None else partial(_whole_canvas, callback, x, lo)
-        block, stats = sample_mdlm(logits_fn, x[:, lo:hi], steps=steps, mask_id=mask_id, noise=_LINEAR,
-                                   reuse_logits=reuse_logits, generator=generator,
-                                   callback=on_step)  # (B, block_size)
+        if first_hitting:
+            block, stats = sample_first_hitting(logits_fn, x[:, lo:hi], mask_id=mask_id, nucleus_p=nucleus_p,
+                                                generator=generator, callback=on_step)  # (B, block_size)
+        else:
+            block, stats = sample_mdlm(logits_fn, x[:, lo:hi], steps=steps, mask_id=mask_id, noise=_LINEAR,
+                                       reuse_logits=reuse_logits, nucleus_p=nucleus_p, generator=generator,
+                                       callback=on_step)  # (B, block_size)
         x[:, lo:hi] = block
         nfe, calls = nfe + stats["nfe"], calls + stats["nfe"]
         if hi == L or (eos_id is not None and bool((x[:, gen_start:hi] == eos_id).any(dim=1).all())):

@@ -69,7 +69,7 @@ def bound_bd3(lm: DiscreteLM, x0: Tensor, mc: int, bs: int) -> tuple[Tensor, Ten
 
 
 def nll_ar(lm: DiscreteLM, x0: Tensor, mc: int, bs: int) -> tuple[Tensor, Tensor]:
-    nll = torch.cat([ar_token_nll(lm, with_bos(x0[a:a + bs], lm.bos_id), lm.mask_id).sum(dim=1).double()
+    nll = torch.cat([ar_token_nll(lm, with_bos(x0[a:a + bs], lm.bos_id), lm.mask_id).double().sum(dim=1)
                      for a in range(0, x0.shape[0], bs)])  # (S,) exact
     return nll, torch.zeros_like(nll)
 

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from unigen.families.discrete_diffusion import noise as N
+from unigen.families.discrete_diffusion.llada import guided_logits
 from unigen.families.discrete_diffusion.masked import LogitsFn, mdlm_token_nll, q_xt, subs_log_probs
 from unigen.errors import UserError
 
@@ -41,11 +42,14 @@ def summarize(nll: Tensor, n_tokens: Tensor, mc_se: Tensor | None = None, n_byte
 
 @torch.no_grad()
 def elbo_stratified(logits_fn: LogitsFn, x0: Tensor, *, mask_id: int, n_samples: int = 128, batch_size: int = 64,
-                    prompt_mask: Tensor | None = None, generator: torch.Generator | None = None) -> dict:
+                    prompt_mask: Tensor | None = None, cfg_scale: float = 0.0,
+                    generator: torch.Generator | None = None) -> dict:
     """LLaDA's Monte-Carlo bound on -log p(answer | prompt): E_l [ (n/l) sum_{masked} -log p(x_0^i | x_l) ],
     l ~ U{1..n} stratified over each row's n_samples, exactly l of the row's n scored tokens masked.
 
     prompt_mask (B, L) bool: conditioning tokens, never masked or scored (LLaDA's prompt). logits_fn gets t = l / n.
+    cfg_scale w > 0: the logits are LLaDA's unsupervised classifier-free guidance (`llada.guided_logits`: the
+    unconditional pass masks the prompt), as get_log_likelihood.py's get_logits; it needs a prompt.
     Returns `summarize(...)` plus "stderr" (B,), the standard error of each row's mean (conservative under
     stratification).
     """
@@ -54,6 +58,8 @@ def elbo_stratified(logits_fn: LogitsFn, x0: Tensor, *, mask_id: int, n_samples:
     n = scored.sum(dim=1)  # (B,)
     if (n == 0).any():
         raise UserError("every sequence needs at least one scored token")
+    if cfg_scale and prompt_mask is None:
+        raise UserError(f"cfg_scale {cfg_scale} needs a prompt_mask (the unconditional pass masks the prompt)")
     M = n_samples
     k = (torch.rand(B, generator=generator, device=x0.device) * n).long()  # (B,) random stratum start in 0..n-1
     j = torch.arange(M, device=x0.device)
@@ -66,7 +72,8 @@ def elbo_stratified(logits_fn: LogitsFn, x0: Tensor, *, mask_id: int, n_samples:
         keys = torch.rand(x.shape, generator=generator, device=x.device).masked_fill(~sc, 2.0)  # (b, L)
         masked = keys.argsort(dim=1).argsort(dim=1) < lc[:, None]  # exactly lc random scored tokens
         x_t = torch.where(masked, torch.full_like(x, mask_id), x)
-        logp = subs_log_probs(logits_fn(x_t, (lc / n[r]).float()), x_t, mask_id)  # (b, L, V+1)
+        logits = guided_logits(logits_fn, x_t, (lc / n[r]).float(), ~sc, mask_id, cfg_scale)  # (b, L, V+1)
+        logp = subs_log_probs(logits, x_t, mask_id)  # (b, L, V+1)
         ce = -logp.gather(-1, x[..., None]).squeeze(-1).masked_fill(~masked, 0.0)  # (b, L)
         est[a:a + batch_size] = ce.sum(dim=1).double() * n[r] / lc
     est = est.view(B, M)

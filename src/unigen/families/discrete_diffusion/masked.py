@@ -117,9 +117,53 @@ def posterior_probs(p_x0: Tensor, x_t: Tensor, alpha_t: Tensor, alpha_s: Tensor,
     return torch.where(keep[..., None], torch.nn.functional.one_hot(x_t, p_x0.shape[-1]).to(probs), probs)
 
 
+def nucleus(p_x0: Tensor, p: float) -> Tensor:
+    """Nucleus (top-p) filtering of p_theta(x_0 | x_t) (Holtzman et al. 2020; bd3lms `_nucleus_sample`, p = 0.9 in
+    their generation scripts): keep the most probable tokens whose cumulative probability is <= p (always the
+    first), renormalise. p_x0 (..., V+1) probabilities; p = 1 returns them unchanged."""
+    if not 0 < p <= 1:
+        raise UserError(f"nucleus_p must be in (0, 1], got {p}")
+    if p == 1:
+        return p_x0
+    probs, order = p_x0.sort(dim=-1, descending=True)  # (..., V+1)
+    keep = probs.cumsum(dim=-1) <= p
+    keep[..., 0] = True
+    out = torch.zeros_like(p_x0).scatter(-1, order, probs * keep)
+    return out / out.sum(dim=-1, keepdim=True)
+
+
+@torch.no_grad()
+def sample_first_hitting(logits_fn: LogitsFn, x: Tensor, *, mask_id: int, nucleus_p: float = 1.0,
+                         generator: torch.Generator | None = None,
+                         callback: Callable[[Tensor], None] | None = None) -> tuple[Tensor, dict]:
+    """First-hitting sampler (Zheng et al. 2024, sec. 4; bd3lms' `sampling.first_hitting`, their default): under
+    the linear schedule the next time a masked token is revealed is t <- t u^(1/m) (m masked tokens, u ~ U(0, 1)),
+    and the token revealed is one of the m, uniformly; it is drawn from p_theta(x_0 | x_t) (optionally nucleus-
+    filtered). Exact for the continuous-time reverse process, one network call per token. x (B, L) canvas;
+    logits_fn gets each row's t. Returns (x, {"nfe"})."""
+    check_canvas(x, mask_id)
+    x, B = x.clone(), x.shape[0]
+    t = torch.ones(B, dtype=torch.float64, device=x.device)  # (B,)
+    nfe = 0
+    while (x == mask_id).any():
+        masked = x == mask_id  # (B, L)
+        m = masked.sum(dim=1)  # (B,)
+        u = torch.rand(B, generator=generator, dtype=torch.float64, device=x.device)
+        t = torch.where(m > 0, t * u ** (1 / m.clamp(min=1)), t)
+        p_x0 = subs_log_probs(logits_fn(x, t.float()), x, mask_id).double().exp()  # (B, L, V+1)
+        nfe += 1
+        draw = sample_categorical(nucleus(p_x0, nucleus_p), generator)  # (B, L)
+        keys = torch.rand(x.shape, generator=generator, device=x.device).masked_fill(~masked, -1.0)
+        pick = torch.zeros_like(masked).scatter(1, keys.argmax(dim=1, keepdim=True), True) & masked  # (B, L)
+        x = torch.where(pick, draw, x)
+        if callback is not None:
+            callback(x)
+    return x, {"nfe": nfe}
+
+
 @torch.no_grad()
 def sample_mdlm(logits_fn: LogitsFn, x: Tensor, *, steps: int, mask_id: int, noise=N.loglinear, cond: str = "t",
-                reuse_logits: bool = True, generator: torch.Generator | None = None,
+                reuse_logits: bool = True, nucleus_p: float = 1.0, generator: torch.Generator | None = None,
                 callback: Callable[[Tensor], None] | None = None) -> tuple[Tensor, dict]:
     """MDLM ancestral sampler (Sahoo et al. 2024, sec. 3; their `ddpm_cache` sampler): on the grid t_i = 1 - i/steps
     draw x_s ~ q(x_s | x_t, x_0 = p_theta(x_t)); the last step (s = 0, alpha_s = 1) unmasks everything. x is a
@@ -127,7 +171,8 @@ def sample_mdlm(logits_fn: LogitsFn, x: Tensor, *, steps: int, mask_id: int, noi
 
     reuse_logits: while x does not change between steps the previous p_theta is reused (no network call), which
     is exact only for a denoiser that ignores t (MDLM caches only without time conditioning).
-    callback(x) is called with the canvas after every step (e.g. to show the unmasking).
+    callback(x) is called with the canvas after every step (e.g. to show the unmasking). nucleus_p < 1 filters
+    p_theta (`nucleus`) before the posterior.
     """
     check_canvas(x, mask_id)
     if steps <= 0:
@@ -140,7 +185,7 @@ def sample_mdlm(logits_fn: LogitsFn, x: Tensor, *, steps: int, mask_id: int, noi
             break
         if p_x0 is None:
             level = noise_level(ts[i].expand(B), noise, cond).float()  # (B,)
-            p_x0 = subs_log_probs(logits_fn(x, level), x, mask_id).double().exp()  # (B, L, V+1)
+            p_x0 = nucleus(subs_log_probs(logits_fn(x, level), x, mask_id).double().exp(), nucleus_p)  # (B, L, V+1)
             nfe += 1
         alpha_t, alpha_s = N.alpha(noise(ts[i])[0]), N.alpha(noise(ts[i + 1])[0])
         x_new = sample_categorical(posterior_probs(p_x0, x, alpha_t, alpha_s, mask_id), generator)  # (B, L)

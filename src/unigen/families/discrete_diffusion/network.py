@@ -35,6 +35,8 @@ class DiscreteLMConfig:
     block_size: int = 16        # bd3: tokens per block B' (must divide data.seq_len)
     beta: float = 0.3           # bd3: training mask rates t ~ U[beta, omega] (BD3-LM's clipped schedule)
     omega: float = 0.8
+    resample: bool = True       # bd3: redraw blocks whose masked fraction is outside [beta, omega] (bd3lms' default)
+    ignore_bos: bool = False    # bd3: never mask (so never score) the first token of a window (bd3lms' algo.ignore_bos)
     dropout: float = 0.0
     backbone: str = "transformer"  # transformer | lstm | gru | rnn_tanh | rnn_relu (recurrent: causal, so AR only)
     hidden: int = 0             # recurrent width H; 0 = the H whose parameter count is nearest the transformer's

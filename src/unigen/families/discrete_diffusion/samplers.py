@@ -16,7 +16,8 @@ Every sampler is called the same way:
     stats       {"nfe": the number of denoiser calls, ...}
 
 The denoisers, i.e. what each method's network offers its samplers:
-    MaskedDenoiser  logits(x_t, t (B,)) -> (B, L, V+1)                    mdlm, llada, llada-random, fast-dllm
+    MaskedDenoiser  logits(x_t, t (B,)) -> (B, L, V+1)                    mdlm, llada, llada-random, fast-dllm,
+                    (+ new_cache / peek for the cached fast-dllm-prefix, fast-dllm-dual)
     ScoreDenoiser   log_score(x_t, sigma (B,)) -> (B, L, N) on SEDD's graph  sedd-euler, sedd-analytic
     BlockDenoiser   net(ids, t, mask=, positions=, cache=), net.new_cache  bd3
     CausalDenoiser  net(ids, cache=), net.new_cache                        ar
@@ -36,7 +37,9 @@ from torch import Tensor
 
 from unigen.families.discrete_diffusion import noise as N
 from unigen.families.discrete_diffusion.ar import sample_ar
+from unigen.errors import UserError
 from unigen.families.discrete_diffusion.bd3 import sample_bd3
+from unigen.families.discrete_diffusion.cache import sample_fast_dllm
 from unigen.families.discrete_diffusion.llada import sample_llada
 from unigen.families.discrete_diffusion.masked import LogitsFn, sample_mdlm
 from unigen.families.discrete_diffusion.sedd import ScoreFn, sample_sedd_analytic, sample_sedd_euler
@@ -92,11 +95,33 @@ def _mdlm(d: MaskedDenoiser, x: Tensor, *, steps: int, generator=None, callback=
 
 def _llada(d: MaskedDenoiser, x: Tensor, *, steps: int, generator=None, callback=None, temperature: float = 1.0,
            guidance: float = 1.0, remasking: str = "low_confidence", threshold: float | None = None,
-           block_length: int | None = None) -> tuple[Tensor, dict]:
-    """LLaDA (`llada.sample_llada`); guidance is the usual scale w + 1 (1 = off) of LLaDA's cfg_scale w."""
+           block_length: int | None = None, attention_mask: Tensor | None = None, eos_ids: tuple[int, ...] = (),
+           logits_eos_inf: bool = False, confidence_eos_eot_inf: bool = False) -> tuple[Tensor, dict]:
+    """LLaDA (`llada.sample_llada`); guidance is the usual scale w + 1 (1 = off) of LLaDA's cfg_scale w.
+
+    Temperature: LLaDA's generate defaults to 0 (greedy), which suits its use (answering a prompt). Ours is 1
+    because this interface also samples from scratch, where temperature 0 gives the same text in every row (the
+    canvas is all masks, so nothing tells the rows apart) and n samples would be one; pass temperature=0 for
+    LLaDA's default. benchmarks/text_quality.md measures both."""
     return sample_llada(d.logits, x, steps=steps, mask_id=d.mask_id, block_length=block_length,
                         temperature=temperature, remasking=remasking, cfg_scale=guidance - 1, threshold=threshold,
-                        generator=generator, callback=callback)
+                        attention_mask=attention_mask, eos_ids=eos_ids, logits_eos_inf=logits_eos_inf,
+                        confidence_eos_eot_inf=confidence_eos_eot_inf, generator=generator, callback=callback)
+
+
+def _fast_dllm(d: MaskedDenoiser, x: Tensor, *, steps: int, generator=None, callback=None, mode: str = "dual",
+               temperature: float = 1.0, threshold: float | None = 0.9, block_length: int | None = None,
+               refresh: int = 0, attention_mask: Tensor | None = None) -> tuple[Tensor, dict]:
+    """Fast-dLLM with its KV cache (`cache.sample_fast_dllm`); block_length None: 32 when it divides the
+    generated span (Fast-dLLM's 256 tokens in blocks of 32), else the whole span. Temperature 1 as in `_llada`."""
+    if not hasattr(d.logits, "new_cache"):
+        raise UserError("the Fast-dLLM cache needs a network with a KV cache (net.new_cache, net.peek)")
+    span = x.shape[1] - int((x == d.mask_id).any(dim=0).float().argmax())
+    block_length = block_length or (32 if span % 32 == 0 else span)
+    out, stats = sample_fast_dllm(d.logits, x, steps=steps, mask_id=d.mask_id, mode=mode, block_length=block_length,
+                                  threshold=threshold, refresh=refresh, temperature=temperature,
+                                  attention_mask=attention_mask, generator=generator, callback=callback)
+    return out, stats
 
 
 def _sedd_euler(d: ScoreDenoiser, x: Tensor, *, steps: int, generator=None, callback=None) -> tuple[Tensor, dict]:
@@ -112,11 +137,13 @@ def _sedd_analytic(d: ScoreDenoiser, x: Tensor, *, steps: int, generator=None,
                                 generator=generator, callback=callback)
 
 
-def _bd3(d: BlockDenoiser, x: Tensor, *, steps: int, generator=None, callback=None,
-         use_cache: bool = True) -> tuple[Tensor, dict]:
-    """BD3-LM's block sampler (`bd3.sample_bd3`), `steps` per block; use_cache=False recomputes the prefix."""
+def _bd3(d: BlockDenoiser, x: Tensor, *, steps: int, generator=None, callback=None, use_cache: bool = True,
+         first_hitting: bool = False, nucleus_p: float = 1.0) -> tuple[Tensor, dict]:
+    """BD3-LM's block sampler (`bd3.sample_bd3`), `steps` per block; use_cache=False recomputes the prefix;
+    first_hitting and nucleus_p as bd3lms' sampling options (their scripts: first hitting, p = 0.9)."""
     return sample_bd3(d.net, x, steps=steps, mask_id=d.mask_id, block_size=d.block_size, use_cache=use_cache,
-                      time_cond=d.time_cond, reuse_logits=not d.time_cond, generator=generator, callback=callback)
+                      time_cond=d.time_cond, reuse_logits=not d.time_cond, first_hitting=first_hitting,
+                      nucleus_p=nucleus_p, generator=generator, callback=callback)
 
 
 def _ar(d: CausalDenoiser, x: Tensor, *, steps: int, generator=None, callback=None, temperature: float = 1.0,
@@ -131,9 +158,12 @@ SAMPLERS: dict[str, Callable[..., tuple[Tensor, dict]]] = {
     "llada": _llada,                                       # MaskedDenoiser, low-confidence remasking
     "llada-random": partial(_llada, remasking="random"),   # MaskedDenoiser, random remasking
     "fast-dllm": partial(_llada, threshold=0.9),           # MaskedDenoiser, confidence threshold 0.9
+    "fast-dllm-prefix": partial(_fast_dllm, mode="prefix"),  # MaskedDenoiser + KV cache: threshold, prefix cache
+    "fast-dllm-dual": _fast_dllm,                            # MaskedDenoiser + KV cache: threshold, dual cache
     "sedd-euler": _sedd_euler,                             # ScoreDenoiser
     "sedd-analytic": _sedd_analytic,                       # ScoreDenoiser
     "bd3": _bd3,                                           # BlockDenoiser
+    "bd3-fh": partial(_bd3, first_hitting=True, nucleus_p=0.9),  # BlockDenoiser: bd3lms' generation defaults
     "ar": _ar,                                             # CausalDenoiser
 }
 COMMON = ("steps", "generator", "callback")  # the keywords every sampler takes

@@ -29,6 +29,8 @@ from unigen.families.discrete_diffusion.ar import ar_loss
 from unigen.families.discrete_diffusion.bd3 import bd3_loss
 from unigen.families.discrete_diffusion.evaluate import (EVAL_MC, QUICK_MC, QUICK_SEQS, Bound, bound_bd3, bound_mdlm,
                                                          bound_sedd, heldout, nll_ar)
+from unigen.families.discrete_diffusion.genppl import generative_perplexity
+from unigen.families.discrete_diffusion.llada import left_pad
 from unigen.families.discrete_diffusion.masked import mdlm_loss
 from unigen.families.discrete_diffusion.network import (DiscreteLM, DiscreteLMConfig, block_denoiser, build_network,
                                                         carried_ar_loss, causal_denoiser, check_network,
@@ -37,10 +39,11 @@ from unigen.families.discrete_diffusion.presets import PRESETS  # noqa: F401  (t
 from unigen.families.discrete_diffusion.samplers import SAMPLERS, options
 from unigen.families.discrete_diffusion.sedd import sedd_loss
 from unigen.families.discrete_diffusion.watch import Watch, render
-from unigen.io import atomic_write_text
+from unigen.io import atomic_write_text, read_json
 from unigen.plot import save_image_grid
 from unigen.task import Task
 from unigen.train import Objective
+from unigen.train.progress import work_progress
 
 
 # ---------------------------------------------------------------------------------------------------------- losses
@@ -56,7 +59,7 @@ def _loss_sedd(model: nn.Module, lm: DiscreteLM, ids: Tensor) -> Tensor:
 def _loss_bd3(model: nn.Module, lm: DiscreteLM, ids: Tensor) -> Tensor:
     m = lm.config
     return bd3_loss(model, ids, block_size=m.block_size, mask_id=lm.mask_id, beta=m.beta, omega=m.omega,
-                    time_cond=lm.time_cond)
+                    time_cond=lm.time_cond, resample=m.resample, ignore_bos=m.ignore_bos)
 
 
 def _loss_ar(model: nn.Module, lm: DiscreteLM, ids: Tensor) -> Tensor:
@@ -123,9 +126,10 @@ class Method:
 
 
 METHODS = {
-    "mdlm": Method(("llada", "llada-random", "mdlm", "fast-dllm"), _loss_mdlm, bound_mdlm, masked_denoiser),
+    "mdlm": Method(("llada", "llada-random", "mdlm", "fast-dllm", "fast-dllm-prefix", "fast-dllm-dual"), _loss_mdlm,
+                   bound_mdlm, masked_denoiser),
     "sedd": Method(("sedd-analytic", "sedd-euler"), _loss_sedd, bound_sedd, score_denoiser),
-    "bd3": Method(("bd3",), _loss_bd3, bound_bd3, block_denoiser, canvas=_canvas_bd3,
+    "bd3": Method(("bd3", "bd3-fh"), _loss_bd3, bound_bd3, block_denoiser, canvas=_canvas_bd3,
                   default_steps=_block_size_steps, check=_check_bd3),
     "ar": Method(("ar",), _loss_ar, nll_ar, causal_denoiser, canvas=_canvas_ar, check=_check_ar, causal=True,
                  exact=True),
@@ -151,7 +155,8 @@ def _all_windows(cfg: Config) -> Tensor:
 
 
 # -------------------------------------------------------------------------------------------------------- sampling
-NEUTRAL = {"guidance": 1.0, "use_cache": True, "temperature": 1.0}  # Task.sample's sampler options, at "off"
+NEUTRAL = {"guidance": 1.0, "use_cache": True, "temperature": 1.0, "logits_eos_inf": False,
+           "confidence_eos_eot_inf": False}  # Task.sample's sampler options, at "off"
 
 
 def resolve_options(sampler: str, asked: dict[str, Any]) -> dict[str, Any]:
@@ -173,20 +178,23 @@ def _write_samples(out_dir: Path, texts: list[str], record: dict[str, Any]) -> t
     return txt, js
 
 
-def _hook(viewer: Watch | None, callback, mask_id: int, lo: int, hi: int, prompt_tokens: int):
+def _hook(viewer: Watch | None, callback, mask_id: int, lo: int, hi: int, prompt_tokens: int, bar=None):
     """The sampler's per-step callback: the terminal `viewer` sees the whole canvas, `callback` a dict with the
     canvas cut to the prompt and the generated columns (no BOS, no block padding), as `sample` returns it (a view
-    of the sampler's canvas, valid during the call: samplers update it in place)."""
-    if callback is None:
+    of the sampler's canvas, valid during the call: samplers update it in place); `bar` counts the steps."""
+    if callback is None and bar is None:
         return viewer
     step = [0]
 
-    def both(x: Tensor) -> None:
+    def each(x: Tensor) -> None:
         if viewer is not None:
             viewer(x)
-        callback({"i": step[0], "canvas": x[:, lo:hi], "mask_id": mask_id, "prompt_tokens": prompt_tokens})
+        if callback is not None:
+            callback({"i": step[0], "canvas": x[:, lo:hi], "mask_id": mask_id, "prompt_tokens": prompt_tokens})
         step[0] += 1
-    return both
+        if bar is not None:
+            bar.update(min(step[0], bar.total))
+    return each
 
 
 class DiscreteLMTask(Task):
@@ -220,12 +228,15 @@ class DiscreteLMTask(Task):
 
     @torch.no_grad()
     def sample(self, model: nn.Module, cfg: Config, *, run_dir: Path, out_dir: Path, n: int, sampler: str,
-               steps: int, seed: int, prompt: str | None = None, watch: bool = False, guidance: float | None = None,
-               length: int = 0, temperature: float = 1.0, use_cache: bool = True, callback=None,
+               steps: int, seed: int, prompt: str | list[str] | None = None, watch: bool = False,
+               guidance: float | None = None, length: int = 0, temperature: float = 1.0, use_cache: bool = True,
+               logits_eos_inf: bool = False, confidence_eos_eot_inf: bool = False, callback=None,
                **kw) -> dict[str, Any]:
-        """`n` texts continuing `prompt` (none: from scratch); `length` generated tokens (0: fill data.seq_len).
-        Writes out_dir/samples.txt and samples.json (tokens, NFE, model calls, tokens/s). `callback` gets
-        {"i", "canvas" (n, prompt + length), "mask_id", "prompt_tokens"} after every sampler step (`_hook`)."""
+        """`n` texts continuing `prompt` (none: from scratch; a list: one row per prompt, left-padded with an
+        attention mask when their lengths differ); `length` generated tokens (0: fill data.seq_len). The EOS
+        switches are LLaDA's (`llada.sample_llada`). Writes out_dir/samples.txt and samples.json (tokens, NFE,
+        model calls, tokens/s). `callback` gets {"i", "canvas" (n, prompt + length), "mask_id", "prompt_tokens"}
+        after every sampler step (`_hook`)."""
         if kw:
             raise UserError(f"{self.method} sampling has no option(s) {', '.join(kw)}")
         lm = unwrap(model)
@@ -234,34 +245,32 @@ class DiscreteLMTask(Task):
             raise UserError(f"unknown sampler {sampler!r} for {self.method}; known: {', '.join(self.samplers)}")
         scale = cfg.sample.guidance if guidance is None else guidance
         tok = load_tokenizer(run_dir)
-        ids = tok.encode(prompt) if prompt else []
+        prompts = [tok.encode(p) if p else [] for p in ([prompt] * n if not isinstance(prompt, list) else prompt)]
+        ids = max(prompts, key=len)
         length = length or cfg.data.seq_len - len(ids)
         if length <= 0:
             raise UserError(f"the prompt is {len(ids)} tokens, which fills data.seq_len={cfg.data.seq_len}: "
                             "shorten it or pass a length to generate")
-        if scale != 1 and not ids:
+        if scale != 1 and not all(prompts):
             raise UserError(f"guidance {scale} needs a prompt (the unconditional pass masks it)")
         if temperature < 0:
             raise UserError(f"temperature must be >= 0, got {temperature}")
-        opts = resolve_options(sampler, {"guidance": scale, "use_cache": use_cache, "temperature": temperature})
-        steps = steps or self.spec.default_steps(lm, length)
-        row, lo = self.spec.canvas(lm, ids, length)
-        canvas = torch.tensor(row, dtype=torch.long, device=next(lm.parameters()).device).expand(n, len(row))
+        opts = resolve_options(sampler, {"guidance": scale, "use_cache": use_cache, "temperature": temperature,
+                                         "logits_eos_inf": logits_eos_inf,
+                                         "confidence_eos_eot_inf": confidence_eos_eot_inf})
+        if logits_eos_inf or confidence_eos_eot_inf:
+            opts["eos_ids"] = (tok.eos_id,)
         viewer = Watch(tok.decode, lm.mask_id, title=f"{cfg.preset or self.method} {sampler}") if watch else None
-        gen = torch.Generator(canvas.device).manual_seed(seed)
-        t0 = time.perf_counter()
-        hook = _hook(viewer, callback, lm.mask_id, lo, lo + len(ids) + length, len(ids))
-        out, stats = SAMPLERS[sampler](self.spec.denoiser(lm), canvas.clone(), steps=steps, generator=gen,
-                                       callback=hook, **opts)
-        seconds = time.perf_counter() - t0
+        out, stats, seconds, steps = self.generate(lm, prompts, length, sampler=sampler, steps=steps, seed=seed,
+                                                   pad_id=tok.pad_id, viewer=viewer, callback=callback, **opts)
         if viewer is not None:
             viewer.close()
             seconds -= viewer.seconds
-        out = out[:, lo:lo + len(ids) + length]  # (n, prompt + length): no BOS, no block padding
-        texts = [render(r, tok.decode, lm.mask_id, "_") for r in out.tolist()]
-        summary = {"n": n, "sampler": sampler, "steps": steps, "length": length, "prompt_tokens": len(ids),
-                   "nfe": int(stats["nfe"]), "model_calls": int(stats.get("model_calls", stats["nfe"])),
-                   "seconds": round(seconds, 4), "tokens_per_s": round(n * length / max(seconds, 1e-9), 2)}
+        texts = [render([i for i in r if i != tok.pad_id], tok.decode, lm.mask_id, "_") for r in out.tolist()]
+        summary = {"n": len(prompts), "sampler": sampler, "steps": steps, "length": length,
+                   "prompt_tokens": len(ids), "nfe": int(stats["nfe"]),
+                   "model_calls": int(stats.get("model_calls", stats["nfe"])), "seconds": round(seconds, 4),
+                   "tokens_per_s": round(len(prompts) * length / max(seconds, 1e-9), 2)}
         txt, js = _write_samples(out_dir, texts, {**summary, "preset": cfg.preset, "prompt": prompt,
                                                   "temperature": temperature, "texts": texts, "tokens": out.tolist()})
         if cfg.data.name == "mnist-pixels" and out.shape[1] == cfg.data.seq_len:   # whole images: a PNG grid
@@ -270,11 +279,49 @@ class DiscreteLMTask(Task):
             return {"samples": str(png), "text": str(txt), "json": str(js), **summary}
         return {"samples": str(txt), "json": str(js), **summary}
 
+    def generate(self, lm: DiscreteLM, prompts: list[list[int]], length: int, *, sampler: str, steps: int, seed: int,
+                 pad_id: int | None = None, viewer=None, callback=None, **opts) -> tuple[Tensor, dict, float, int]:
+        """One row per prompt: the prompt and `length` generated tokens (no BOS, no block padding), with `sampler`
+        at `steps` (0: the method's default) and its `opts`. Prompts of different lengths are left-padded with
+        `pad_id` and given an attention mask (`llada.left_pad`; samplers with an `attention_mask` option only).
+        `viewer` (a terminal Watch) sees the whole canvas after every step, `callback` the dict of `_hook`.
+        Returns the rows, the sampler's stats, the seconds it took and the steps used."""
+        steps = steps or self.spec.default_steps(lm, length)
+        rows = [self.spec.canvas(lm, p, length) for p in prompts]
+        width = max(len(p) for p in prompts) + length
+        lo = rows[0][1]
+        if len({len(r) for r, _ in rows}) == 1:
+            canvas = torch.tensor([r for r, _ in rows], dtype=torch.long)  # (n, L)
+        elif "attention_mask" not in options(sampler) or pad_id is None:
+            having = ", ".join(s for s in self.samplers if "attention_mask" in options(s)) or "none of this method"
+            raise UserError(f"prompts of different lengths need left padding with an attention mask: samplers "
+                            f"{having}, not {sampler!r}")
+        else:
+            canvas, opts["attention_mask"] = left_pad(prompts, length, pad_id=pad_id, mask_id=lm.mask_id)
+        device = next(lm.parameters()).device
+        canvas = canvas.to(device)
+        if opts.get("attention_mask") is not None:
+            opts["attention_mask"] = opts["attention_mask"].to(device)
+        gen = torch.Generator(device).manual_seed(seed)
+        t0 = time.perf_counter()
+        bar = work_progress(steps, f"sample {sampler}", "step") if viewer is None else None  # Watch owns the screen
+        hook = _hook(viewer, callback, lm.mask_id, lo, lo + width, max(len(p) for p in prompts), bar)
+        out, stats = SAMPLERS[sampler](self.spec.denoiser(lm), canvas, steps=steps, generator=gen,
+                                       callback=hook, **opts)
+        if bar is not None:
+            bar.close()
+        seconds = time.perf_counter() - t0
+        return out[:, lo:lo + width], stats, seconds, steps  # (n, prompt + length)
+
     @torch.no_grad()
     def evaluate(self, model: nn.Module, cfg: Config, *, run_dir: Path, quick: bool = False, seqs: int = 0,
-                 mc: int = 0, batch_size: int = 64, seed: int = 0, **kw) -> dict[str, float]:
+                 mc: int = 0, batch_size: int = 64, seed: int = 0, gen_ppl: bool = False, **kw) -> dict[str, Any]:
         """Held-out nats/token, perplexity and bits/byte on the first `seqs` test windows (0: all; quick: 8) with
-        `mc` Monte-Carlo samples each (0: 4; quick: 2). Seeds torch's global RNG with `seed`."""
+        `mc` Monte-Carlo samples each (0: 4; quick: 2). Seeds torch's global RNG with `seed`.
+        gen_ppl: instead, the generative perplexity of samples under a judge run (`generative_quality`)."""
+        if gen_ppl or "judge" in kw:
+            return self.generative_quality(unwrap(model), cfg, run_dir=run_dir, quick=quick, seed=seed,
+                                           batch_size=batch_size, **kw)
         if kw:
             raise UserError(f"{self.method} eval has no option(s) {', '.join(kw)}")
         if seqs < 0 or batch_size <= 0 or mc < 0 or mc == 1:
@@ -284,6 +331,52 @@ class DiscreteLMTask(Task):
                          mc=mc or (QUICK_MC if quick else EVAL_MC), batch_size=batch_size, seed=seed,
                          exact=self.spec.exact)
         return out
+
+    def generative_quality(self, lm: DiscreteLM, cfg: Config, *, run_dir: Path, judge: nn.Module | None = None,
+                           judge_dir: Path | None = None, quick: bool = False, n: int = 0, samplers=(), budgets=(),
+                           seed: int = 0, batch_size: int = 64, **opts) -> dict[str, Any]:
+        """`n` samples from scratch (0: 16; quick: 2) of data.seq_len tokens with one sampler (default: the run's)
+        at `budgets[0]` steps (default: the method's), scored by the judge run (`genppl.generative_perplexity`):
+        gen PPL, unigram entropy (nats), NFE. `opts`: the sampler's own options (`samplers.options`)."""
+        if judge is None:
+            raise UserError("--gen-ppl needs --judge JUDGE_RUN (an autoregressive run, e.g. of text-ar-judge)")
+        judge_lm = _judge(judge, run_dir, judge_dir)
+        if len(samplers) > 1 or len(budgets) > 1 or n < 0:
+            raise UserError("--gen-ppl takes one sampler, one budget (--budgets STEPS) and --n >= 0")
+        sampler = samplers[0] if samplers else cfg.sample.sampler or self.samplers[0]
+        if sampler not in self.samplers:
+            raise UserError(f"unknown sampler {sampler!r} for {self.method}; known: {', '.join(self.samplers)}")
+        steps = _int(budgets[0], "--budgets") if budgets else cfg.sample.steps
+        n = n or (2 if quick else 16)
+        out, stats, seconds, steps = self.generate(lm, [[]] * n, cfg.data.seq_len, sampler=sampler, steps=steps,
+                                                   seed=seed, **opts)
+        m = generative_perplexity(judge_lm, out, bos_id=judge_lm.bos_id, mask_id=judge_lm.mask_id,
+                                  batch_size=batch_size)
+        return {"gen_ppl": m["gen_ppl"], "gen_nats_per_token": m["gen_nats_per_token"], "entropy": m["entropy"],
+                "nfe": int(stats["nfe"]), "sampler": sampler, "steps": steps, "n": n, "tokens": m["tokens"],
+                "seconds": round(seconds, 3), "judge": str(judge_dir)}
+
+
+def _int(v, flag: str) -> int:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        raise UserError(f"{flag} wants an integer, got {v!r}") from None
+
+
+def _judge(judge: nn.Module, run_dir: Path, judge_dir: Path | None) -> DiscreteLM:
+    """The judge's DiscreteLM, checked: autoregressive, and the same tokenizer as the run it judges."""
+    lm = unwrap(judge)
+    if judge_dir is None:
+        raise UserError("the judge's run directory is needed (its tokenizer is checked against the run's)")
+    if lm.method != "ar":
+        raise UserError(f"the judge {judge_dir} is a {lm.method} run; generative perplexity needs an "
+                        "autoregressive judge (e.g. a run of text-ar-judge)")
+    mine, theirs = (read_json(Path(d) / "tokenizer.json", f"the tokenizer of {d}") for d in (run_dir, judge_dir))
+    if mine != theirs:
+        raise UserError(f"the judge {judge_dir} has another tokenizer than {run_dir}: "
+                        "generative perplexity needs the same tokenizer (train the judge on the same data.tokenizer)")
+    return lm
 
 
 TASKS = {method: DiscreteLMTask(method) for method in METHODS}
