@@ -58,15 +58,13 @@ def discretized_logistic_log_prob(x: Tensor, mean: Tensor, log_scale: Tensor, le
     half = 1.0 / (levels - 1)
     inv_s = torch.exp(-log_scale)
     plus, minus = inv_s * (x - mean + half), inv_s * (x - mean - half)
-    log_cdf_plus = F.logsigmoid(plus)                                   # log F(upper edge)
-    log_one_minus_cdf_minus = -F.softplus(minus)                        # log (1 - F(lower edge))
-    # log(F(plus) - F(minus)) = log F(plus) + log(1 - exp(log F(minus) - log F(plus))), stable for minus < plus
-    log_delta = log_cdf_plus + torch.log1p(-torch.exp(F.logsigmoid(minus) - log_cdf_plus).clamp(max=1 - 1e-12))
-    # where the bin mass underflows, the density at the centre times the bin width
-    mid = inv_s * (x - mean)
-    log_mid = mid - log_scale - 2 * F.softplus(mid) + math.log(2 * half)
-    log_inner = torch.where(log_delta > -20, log_delta, log_mid)
-    lp = torch.where(x < -1 + half / 2, log_cdf_plus, torch.where(x > 1 - half / 2, log_one_minus_cdf_minus, log_inner))
+    # F(plus) - F(minus) = S(-minus) - S(-plus) (S the sigmoid): on each side of the mean take the form whose two
+    # terms are not both near 1, and compute log(S(a) - S(b)) = log S(a) + log(-expm1(log S(b) - log S(a)))
+    right = x > mean
+    la = F.logsigmoid(torch.where(right, -minus, plus))
+    lb = F.logsigmoid(torch.where(right, -plus, minus))
+    log_inner = la + torch.log(-torch.expm1((lb - la).clamp(max=-1e-30)))
+    lp = torch.where(x < -1 + half / 2, F.logsigmoid(plus), torch.where(x > 1 - half / 2, F.logsigmoid(-minus), log_inner))
     return _sum(lp)
 
 

@@ -11,8 +11,8 @@ def shapes_kl() -> Config:
     """KL autoencoder (LDM, f=4) on 32x32 shapes: latent 4x8x8, L1 + 1e-6 KL, widths 32/64/64, mid attention."""
     return Config(task="autoencoders", preset="shapes-kl", data=ShapesData(),
                   model=AutoencoderConfig(kind="kl", channels=(32, 64, 64), latent_channels=4, kl_weight=1e-6),
-                  train=TrainConfig(steps=1500, batch_size=32, lr=1e-3, warmup_steps=100, ema_decay=0.0,
-                                    ckpt_every=500, log_every=50),
+                  train=TrainConfig(steps=1500, batch_size=16, lr=1e-3, warmup_steps=100, ema_decay=0.0,
+                                    grad_clip=0.0, precision="bf16", ckpt_every=500, log_every=50),
                   sample=SampleConfig(sampler="prior", n=20))
 
 
@@ -20,8 +20,8 @@ def mnist_kl() -> Config:
     """KL autoencoder (LDM, f=4) on MNIST: latent 4x7x7, L1 + 1e-6 KL, widths 32/64/64, mid attention."""
     return Config(task="autoencoders", preset="mnist-kl", data=MnistData(),
                   model=AutoencoderConfig(kind="kl", channels=(32, 64, 64), latent_channels=4, kl_weight=1e-6),
-                  train=TrainConfig(steps=1500, batch_size=32, lr=1e-3, warmup_steps=100, ema_decay=0.0,
-                                    ckpt_every=500, log_every=50),
+                  train=TrainConfig(steps=1500, batch_size=16, lr=1e-3, warmup_steps=100, ema_decay=0.0,
+                                    grad_clip=0.0, precision="bf16", ckpt_every=500, log_every=50),
                   sample=SampleConfig(sampler="prior", n=20))
 
 

@@ -54,9 +54,10 @@ def vae_loss(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict]:
     return nelbo / net.dims, {"nelbo_nats": float(nelbo.detach()), "kl": float(kl.detach().mean())}
 
 
-def _save(x: Tensor, path: Path) -> None:
+def _save(x: Tensor, path: Path) -> Path:
     with atomic_path(path) as tmp:
         save_file({"x": x.float().contiguous()}, str(tmp))
+    return path
 
 
 class AutoencoderTask(Task):
@@ -83,12 +84,12 @@ class AutoencoderTask(Task):
         out_dir.mkdir(parents=True, exist_ok=True)
         test = load_data(cfg.data, "test")
         x = test.batch(torch.arange(min(n, len(test))))["x"]
-        samples = None
+        samples, files = None, {}
         if isinstance(net, VAE):
             z = torch.randn(n, net.latent_dim, generator=torch.Generator().manual_seed(seed))
             samples = net.decode(z)
-            _save(samples, out_dir / "samples.safetensors")
-        files = evaluate.pictures(net, x, out_dir, samples)
+            files["samples"] = str(_save(samples, out_dir / "samples.safetensors"))
+        files.update(evaluate.pictures(net, x, out_dir, samples))
         return {**files, "n": n, "sampler": sampler}
 
     def evaluate(self, model: nn.Module, cfg: Config, *, run_dir: Path, quick: bool = False, n: int = 0,
