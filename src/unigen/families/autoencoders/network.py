@@ -1,0 +1,163 @@
+"""The model config of the autoencoder family and the networks built from it (the family's stable API).
+
+    kind="kl"   LDM's KL-regularised autoencoder (Rombach et al. 2022, Sec. 3 and App. G; SD's AutoencoderKL in
+                miniature): conv Encoder -> 1x1 quant_conv -> (mu, logvar) of a (latent_channels, H/f, W/f) latent,
+                1x1 post_quant_conv -> conv Decoder; f = 2^(len(channels) - 1)
+    kind="vae"  Kingma & Welling's VAE: MLP encoder -> (mu, logvar) of a `latent_dim` vector, MLP decoder -> the
+                parameters of p(x|z) (discretised logistic on 8-bit pixels, or Bernoulli on binarised pixels)
+
+    net = build_autoencoder(cfg.model, data_info)
+    z = net.encode(x)              # KL: the posterior mean (B, C, h, w); VAE: (B, latent_dim)
+    x_hat = net.decode(z)          # images in [-1, 1] (B, C, H, W)
+    net.latent_shape((C, H, W))    # (latent_channels, H / f, W / f); UserError when f does not divide H, W
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from unigen.errors import UserError
+from unigen.families.autoencoders.blocks import Decoder, Encoder
+from unigen.families.autoencoders.gaussian import split_moments
+
+KINDS = ("kl", "vae")
+LIKELIHOODS = ("logistic", "bernoulli")
+
+
+@dataclass
+class AutoencoderConfig:
+    kind: str = "kl"                            # kl | vae
+    # conv autoencoders (kl)
+    channels: tuple[int, ...] = (32, 64, 64)    # width per level; f = 2^(len - 1) (LDM's ch * ch_mult)
+    layers: int = 1                             # ResnetBlocks per encoder level (decoder: layers + 1)
+    groups: int = 16                            # GroupNorm groups (must divide every width)
+    attention: bool = True                      # self-attention in the mid blocks
+    latent_channels: int = 4                    # channels of the latent z
+    kl_weight: float = 1e-6                     # weight of the summed KL (LDM's kl_weight)
+    rec_loss: str = "l1"                        # l1 | l2 reconstruction, summed per image
+    # the VAE (vae)
+    hidden: int = 512                           # width of the two hidden layers of encoder and decoder MLPs
+    latent_dim: int = 32                        # dimension of z
+    likelihood: str = "logistic"                # logistic (discretised, 8-bit pixels) | bernoulli (binarised)
+    iwae_k: int = 64                            # importance samples K of the IWAE bound in eval
+
+
+def check(m: AutoencoderConfig) -> None:
+    """UserError for a value out of range."""
+    if m.kind not in KINDS:
+        raise UserError(f"model.kind={m.kind!r} is not one of: {', '.join(KINDS)}")
+    if not m.channels or any(c < 1 for c in m.channels):
+        raise UserError(f"model.channels must be positive widths, got {m.channels}")
+    bad = [c for c in m.channels if m.groups < 1 or c % m.groups]
+    if bad:
+        raise UserError(f"model.groups={m.groups} must divide every width of model.channels={m.channels}")
+    for name in ("layers", "latent_channels", "hidden", "latent_dim", "iwae_k"):
+        if getattr(m, name) < 1:
+            raise UserError(f"model.{name} must be >= 1, got {getattr(m, name)}")
+    if m.kl_weight < 0:
+        raise UserError(f"model.kl_weight must be >= 0, got {m.kl_weight}")
+    if m.rec_loss not in ("l1", "l2"):
+        raise UserError(f"model.rec_loss={m.rec_loss!r} is not one of: l1, l2")
+    if m.likelihood not in LIKELIHOODS:
+        raise UserError(f"model.likelihood={m.likelihood!r} is not one of: {', '.join(LIKELIHOODS)}")
+
+
+def _conv_latent_shape(f: int, c_latent: int, image_shape: tuple[int, ...]) -> tuple[int, int, int]:
+    if len(image_shape) != 3:
+        raise UserError(f"a convolutional autoencoder needs images (C, H, W), got examples of shape {tuple(image_shape)}")
+    _, H, W = image_shape
+    if H % f or W % f:
+        raise UserError(f"image size {H}x{W} is not divisible by the autoencoder's downsampling factor f={f} "
+                        f"(len(model.channels) - 1 = {int(math.log2(f))} halvings); change data.image_size or "
+                        "model.channels")
+    return c_latent, H // f, W // f
+
+
+class KLAutoencoder(nn.Module):
+    """Rombach et al. 2022's KL-regularised autoencoder; module names as diffusers' `AutoencoderKL`."""
+
+    def __init__(self, m: AutoencoderConfig, image_channels: int):
+        super().__init__()
+        c = m.latent_channels
+        self.encoder = Encoder(image_channels, 2 * c, m.channels, m.layers, m.groups, m.attention)
+        self.quant_conv = nn.Conv2d(2 * c, 2 * c, 1)
+        self.post_quant_conv = nn.Conv2d(c, c, 1)
+        self.decoder = Decoder(c, image_channels, m.channels, m.layers, m.groups, m.attention)
+        self.factor = 2 ** (len(m.channels) - 1)
+        self.latent_channels = c
+
+    def latent_shape(self, image_shape: tuple[int, ...]) -> tuple[int, int, int]:
+        return _conv_latent_shape(self.factor, self.latent_channels, image_shape)
+
+    def posterior(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """q(z|x) = N(mu, diag(e^logvar)): mu, logvar (B, latent_channels, H/f, W/f)."""
+        self.latent_shape(tuple(x.shape[1:]))
+        return split_moments(self.quant_conv(self.encoder(x)))
+
+    def encode(self, x: Tensor) -> Tensor:
+        """The posterior mean (what latent diffusion trains on, before its scale factor)."""
+        return self.posterior(x)[0]
+
+    def decode(self, z: Tensor) -> Tensor:
+        return self.decoder(self.post_quant_conv(z))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.decode(self.encode(x))
+
+
+def _mlp(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d_in, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
+                         nn.Linear(hidden, d_out))
+
+
+class VAE(nn.Module):
+    """Kingma & Welling's VAE with MLP encoder q(z|x) and decoder p(x|z) over flattened images."""
+
+    def __init__(self, m: AutoencoderConfig, image_shape: tuple[int, ...]):
+        super().__init__()
+        self.image_shape = tuple(image_shape)
+        self.dims = math.prod(self.image_shape)
+        self.likelihood = m.likelihood
+        self.latent_dim = m.latent_dim
+        self.encoder = _mlp(self.dims, m.hidden, 2 * m.latent_dim)
+        self.decoder = _mlp(m.latent_dim, m.hidden, self.dims * (2 if m.likelihood == "logistic" else 1))
+
+    def latent_shape(self, image_shape: tuple[int, ...]) -> tuple[int]:
+        if tuple(image_shape) != self.image_shape:
+            raise UserError(f"this VAE models images {self.image_shape}, got {tuple(image_shape)}")
+        return (self.latent_dim,)
+
+    def posterior(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """mu, logvar (B, latent_dim) of q(z|x) for images x (B, C, H, W) in [-1, 1]."""
+        self.latent_shape(tuple(x.shape[1:]))
+        return split_moments(self.encoder(x.flatten(1)))
+
+    def decoder_params(self, z: Tensor) -> Tensor:
+        """logistic: (B, 2, C, H, W) mean and log-scale; bernoulli: (B, 1, C, H, W) logits."""
+        return self.decoder(z).view(len(z), -1, *self.image_shape)
+
+    def encode(self, x: Tensor) -> Tensor:
+        return self.posterior(x)[0]
+
+    def decode(self, z: Tensor) -> Tensor:
+        """The mean of p(x|z) mapped to [-1, 1] (logistic: its location; Bernoulli: 2 sigmoid(logits) - 1)."""
+        p = self.decoder_params(z)
+        return p[:, 0].clamp(-1, 1) if self.likelihood == "logistic" else 2 * torch.sigmoid(p[:, 0]) - 1
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.decode(self.encode(x))
+
+
+def build_autoencoder(m: AutoencoderConfig, data_info: dict) -> nn.Module:
+    """The network of `m` for the dataset described by `data_info` (its "shape"); UserError for bad settings or an
+    image size the downsampling factor does not divide."""
+    check(m)
+    shape = tuple(data_info["shape"])
+    if m.kind == "vae":
+        return VAE(m, shape)
+    net = KLAutoencoder(m, shape[0])
+    net.latent_shape(shape)
+    return net
