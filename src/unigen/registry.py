@@ -20,6 +20,8 @@ from unigen.families.word2vec import presets as word2vec_presets
 from unigen.families.word2vec import task as word2vec
 from unigen.families.normalizing_flows import presets as flows_presets
 from unigen.families.normalizing_flows import task as flows_task
+from unigen.families.latent_diffusion import presets as latent_diffusion_presets
+from unigen.families.latent_diffusion import task as latent_diffusion
 
 TASKS = {
     "classify": classify.TASK,
@@ -28,6 +30,7 @@ TASKS = {
     "word2vec": word2vec.TASK,
     "normalizing_flows": flows_task.TASK,
     "autoencoders": autoencoders.TASK,
+    "latent_diffusion": latent_diffusion.TASK,
 }
 
 PRESETS: dict[str, Callable[[], Config]] = {
@@ -38,6 +41,7 @@ PRESETS: dict[str, Callable[[], Config]] = {
     **discrete_presets.PIXEL_PRESETS,
     **flows_presets.PRESETS,
     **autoencoder_presets.PRESETS,
+    **latent_diffusion_presets.PRESETS,
 }
 
 
