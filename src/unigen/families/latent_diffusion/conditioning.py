@@ -15,7 +15,6 @@ import torch
 from torch import Tensor
 
 from unigen.errors import UserError
-from unigen.families.continuous_diffusion.guidance import cfg_combine
 
 Denoiser = Callable[..., Tensor]
 
@@ -43,7 +42,7 @@ def text_guided(D: Denoiser, c: Tensor, mask: Tensor, c_null: Tensor, mask_null:
     def D_guided(x: Tensor, sigma: Tensor) -> Tensor:
         D_both = D(torch.cat([x, x]), torch.cat([sigma, sigma]), context=both_c, context_mask=both_m)
         D_cond, D_uncond = D_both.chunk(2)
-        return cfg_combine(D_cond, D_uncond, scale)
+        return D_uncond + scale * (D_cond - D_uncond)                 # (family math imports only its own folder)
 
     return D_guided
 
