@@ -41,7 +41,8 @@ from unigen.train.checkpoint import load_run_weights
 
 @dataclass
 class LatentDiffusionConfig:
-    autoencoder: str = "runs/shapes-kl"   # run directory of a trained KL autoencoder (relative to the working dir)
+    autoencoder: str = "runs/shapes-kl"   # run directory of a trained KL autoencoder (relative to the working dir),
+                                    # or "none": diffusion in pixel space (the paper's LDM-1 baseline, f = 1)
     scale_factor: float = 0.0       # latent scale; 0 = 1 / std of the first batch's latents (LDM's scale_by_std)
     method: str = "ddpm"            # ddpm | edm | fm: continuous_diffusion's training loss
     schedule: str = ""              # "" = the method's; ddpm: ddpm-scaled-linear (SD) | ddpm-linear | ddpm-cosine
@@ -81,9 +82,24 @@ def check(m: LatentDiffusionConfig) -> tuple[str, str]:
     return resolved(m)
 
 
-def load_autoencoder(run_dir: str, image_shape: tuple[int, ...]) -> tuple[nn.Module, AutoencoderConfig]:
+class PixelSpace(nn.Module):
+    """The identity first stage (f = 1): Rombach et al. 2022, Sec. 4.1's LDM-1, i.e. diffusion on the pixels."""
+
+    def latent_shape(self, image_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(image_shape)
+
+    def posterior(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return x, torch.full_like(x, -math.inf)                       # a point mass: z = x
+
+    def decode(self, z: Tensor) -> Tensor:
+        return z
+
+
+def load_autoencoder(run_dir: str, image_shape: tuple[int, ...]) -> nn.Module:
     """The trained KL autoencoder of run `run_dir` (weights with its EMA laid over), frozen; a UserError when the
-    run is missing, is not a KL autoencoder run, or was trained on images of another shape."""
+    run is missing, is not a KL autoencoder run, or was trained on images of another shape. "none": PixelSpace."""
+    if run_dir == "none":
+        return PixelSpace()
     path = Path(run_dir)
     if not (path / "config.json").exists():
         raise UserError(f"model.autoencoder={run_dir!r} is not a run directory (no config.json); train one first, "
@@ -101,7 +117,7 @@ def load_autoencoder(run_dir: str, image_shape: tuple[int, ...]) -> tuple[nn.Mod
     if not (path / "model.safetensors").exists():
         raise UserError(f"model.autoencoder={run_dir!r} has no trained weights yet (no model.safetensors)")
     load_run_weights(ae, path)
-    return ae.eval().requires_grad_(False), ae_cfg
+    return ae.eval().requires_grad_(False)
 
 
 class TextUNet(nn.Module):

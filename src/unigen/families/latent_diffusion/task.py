@@ -58,7 +58,7 @@ class LatentDiffusionTask(Task):
         if "word_len" not in data_info:
             raise UserError(f"latent diffusion trains on captioned pictures (data.name=shapes), not {cfg.data.name!r}")
         shape = tuple(data_info["shape"])
-        ae, _ = load_autoencoder(cfg.model.autoencoder, shape)
+        ae = load_autoencoder(cfg.model.autoencoder, shape)
         return LatentDiffusionNet(cfg.model, ae, shape, int(data_info["word_len"]))
 
     def ema_of(self, model: nn.Module) -> nn.Module:
