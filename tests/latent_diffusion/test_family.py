@@ -9,8 +9,8 @@ from safetensors.torch import load_file
 from unigen.cli import main
 from unigen.data import ShapesData, load as load_data
 from unigen.errors import UserError
-from unigen.families.latent_diffusion.network import generate
 from unigen.data.shapes import encode_words
+from unigen.families.latent_diffusion.network import LatentDiffusionConfig, LatentDiffusionNet, PixelSpace, generate
 from unigen.registry import get_preset
 from unigen.run import load, sample, train
 
@@ -98,3 +98,12 @@ def main_code(*args) -> int:
     with pytest.raises(SystemExit) as e:
         main(list(args))
     return e.value.code
+
+
+def test_pixel_space_first_stage_is_the_identity():
+    """autoencoder="none" (the paper's LDM-1): latents are the pixels times the scale factor, decoding inverts it."""
+    m = LatentDiffusionConfig(autoencoder="none", scale_factor=2.0, mults="1,2,2,2", **TINY)
+    net = LatentDiffusionNet(m, PixelSpace(), (3, 32, 32), 28)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert net.latent_shape == (3, 32, 32)
+    assert torch.equal(net.latents(x), 2 * x) and torch.equal(net.decode(2 * x), x)
