@@ -11,6 +11,7 @@ from unigen.data import ShapesData, load as load_data
 from unigen.errors import UserError
 from unigen.data.shapes import encode_words
 from unigen.families.latent_diffusion.network import LatentDiffusionConfig, LatentDiffusionNet, PixelSpace, generate
+from unigen.families.latent_diffusion.task import TASK
 from unigen.registry import get_preset
 from unigen.run import load, sample, train
 
@@ -107,3 +108,20 @@ def test_pixel_space_first_stage_is_the_identity():
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     assert net.latent_shape == (3, 32, 32)
     assert torch.equal(net.latents(x), 2 * x) and torch.equal(net.decode(2 * x), x)
+
+
+def test_training_loss_drops_captions_to_the_empty_one(runs):
+    """With p_uncond -> 1 the loss equals, noise for noise, the loss on empty captions with p_uncond = 0."""
+    net = load(runs / "ldm")
+    with torch.no_grad():
+        for p in net.model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    batch = load_data(ShapesData(n_train=64, max_shapes=1), "train").batch(torch.arange(8))
+    empty = dict(batch, word_ids=net.null_ids.expand(8, -1).clone())
+
+    def loss(b, p):
+        net.config.p_uncond = p
+        torch.manual_seed(0)
+        return TASK.loss(net, b)
+    assert loss(batch, 1 - 1e-9) == loss(empty, 0.0)
+    assert loss(batch, 0.0) != loss(empty, 0.0)
