@@ -46,6 +46,8 @@ def _loss(net: LatentDiffusionNet, z0: Tensor, fn) -> Tensor:
 def prompt_ids(prompt: str | None, n: int, captions: Tensor) -> Tensor:
     """(n, WORD_LEN) word ids: every image from `prompt`, or with no prompt the first n test captions."""
     if prompt is None:
+        if n > len(captions):
+            raise UserError(f"without --prompt, sample draws the test captions: --n must be <= {len(captions)}")
         return captions[:n].clone()
     return torch.tensor([encode_words(prompt)] * n)
 
