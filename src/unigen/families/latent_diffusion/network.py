@@ -158,7 +158,7 @@ class LatentDiffusionNet(nn.Module):
     @torch.no_grad()
     def latents(self, x: Tensor) -> Tensor:
         """scale_factor * z, z ~ q(z|x) (sets scale_factor from these latents first if it is still 0)."""
-        mu, logvar = self.autoencoder.posterior(x)
+        mu, logvar = (t.float() for t in self.autoencoder.posterior(x))   # float32 also under bf16 autocast
         z = mu + (0.5 * logvar).exp() * torch.randn_like(mu)           # (B, c, h, w)
         if float(self.scale_factor) == 0:
             self.scale_factor.fill_(std_scale_factor(z))
