@@ -125,3 +125,12 @@ def test_training_loss_drops_captions_to_the_empty_one(runs):
         return TASK.loss(net, b)
     assert loss(batch, 1 - 1e-9) == loss(empty, 0.0)
     assert loss(batch, 0.0) != loss(empty, 0.0)
+
+
+@pytest.mark.slow
+def test_eval_json_reports_adherence_and_fd(runs, capsys):
+    """`unigen eval RUN --json` (slow: the first call trains the attribute classifier)."""
+    assert main_code("eval", str(runs / "ldm"), "--json", "--n", "8") == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"adherence_colour", "adherence_all", "fd", "fd_data", "chance_position"} <= set(metrics)
+    assert all(isinstance(v, (int, float)) for v in metrics.values())
