@@ -34,4 +34,14 @@ def mnist_vae() -> Config:
                   sample=SampleConfig(sampler="prior", n=100))
 
 
-PRESETS = {"shapes-kl": shapes_kl, "mnist-kl": mnist_kl, "mnist-vae": mnist_vae}
+def mnist_vqvae() -> Config:
+    """VQ-VAE on MNIST (f=4, 7x7 codes of a 512 x 16 EMA codebook, decay 0.99, beta 0.25, dead-code restarts)."""
+    return Config(task="autoencoders", preset="mnist-vqvae", data=MnistData(),
+                  model=AutoencoderConfig(kind="vq", channels=(32, 64, 64), latent_channels=16, codebook_size=512,
+                                          ema=True, beta=0.25, rec_loss="l2", restart=0.01),
+                  train=TrainConfig(steps=1500, batch_size=32, lr=1e-3, warmup_steps=100, ema_decay=0.0,
+                                    grad_clip=0.0, precision="bf16", ckpt_every=500, log_every=50),
+                  sample=SampleConfig(sampler="prior", n=20))
+
+
+PRESETS = {"shapes-kl": shapes_kl, "mnist-kl": mnist_kl, "mnist-vae": mnist_vae, "mnist-vqvae": mnist_vqvae}

@@ -24,7 +24,9 @@ from unigen.errors import UserError
 from unigen.families.autoencoders import evaluate
 from unigen.families.autoencoders.gaussian import kl_standard_normal, reparameterize
 from unigen.families.autoencoders.losses import kl_autoencoder_loss, log_likelihood
-from unigen.families.autoencoders.network import VAE, AutoencoderConfig, KLAutoencoder, build_autoencoder
+from unigen.families.autoencoders.network import (VAE, AutoencoderConfig, KLAutoencoder, VQAutoencoder,
+                                                  build_autoencoder)
+from unigen.families.autoencoders.quantize import codebook_loss, commitment_loss, perplexity, straight_through
 from unigen.io import atomic_path
 from unigen.task import Task, unwrap
 from unigen.train.objective import Objective
@@ -41,6 +43,27 @@ def kl_loss(model: nn.Module, batch: dict[str, Tensor], *, kl_weight: float = 1e
     x_hat = net.decode(reparameterize(mu, logvar))
     loss, rec, kl = kl_autoencoder_loss(x, x_hat, mu, logvar, kl_weight, rec_loss)
     return loss.mean(), {"rec": float(rec.detach().mean()), "kl": float(kl.detach().mean())}
+
+
+def vq_loss(model: nn.Module, batch: dict[str, Tensor], *, beta: float = 0.25, rec_loss: str = "l2",
+            decay: float = 0.99, eps: float = 1e-5, restart: float = 0.0) -> tuple[Tensor, dict]:
+    """VQ-VAE objective (Eq. 3): mean reconstruction error + ||sg[z_e] - e||^2 (not with the EMA codebook) +
+    beta ||z_e - sg[e]||^2; in training mode it then moves the EMA codebook and restarts dead codes."""
+    net = unwrap(model, VQAutoencoder, "a VQ autoencoder")
+    x = batch["x"]
+    z_e = net.encode_continuous(x)
+    z_q, k = net.quantize.quantize(z_e)
+    x_hat = net.decode(straight_through(z_e, z_q))
+    rec = (x_hat - x).abs().mean() if rec_loss == "l1" else (x_hat - x).pow(2).mean()
+    commit = commitment_loss(z_e, z_q)
+    loss = rec + beta * commit + (0.0 if net.quantize.ema else codebook_loss(z_e, z_q))
+    restarted = 0
+    if net.training and torch.is_grad_enabled():
+        net.quantize.update(z_e, k, decay, eps)
+        restarted = net.quantize.restart_dead(z_e, restart) if restart > 0 else 0
+    ppl, used = perplexity(k, net.quantize.K)
+    return loss, {"rec": float(rec.detach()), "commit": float(commit.detach()), "perplexity": ppl,
+                  "code_usage": used, "restarted": restarted}
 
 
 def vae_loss(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict]:
@@ -69,11 +92,14 @@ class AutoencoderTask(Task):
 
     def objectives(self, cfg: Config) -> list[Objective]:
         m = cfg.model
-        loss = vae_loss if m.kind == "vae" else partial(kl_loss, kl_weight=m.kl_weight, rec_loss=m.rec_loss)
-        return [Objective("main", loss)]
+        losses = {"vae": vae_loss, "kl": partial(kl_loss, kl_weight=m.kl_weight, rec_loss=m.rec_loss),
+                  "vq": partial(vq_loss, beta=m.beta, rec_loss=m.rec_loss, decay=m.codebook_decay,
+                                eps=m.codebook_eps, restart=m.restart)}
+        return [Objective("main", losses[m.kind])]
 
     def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict]:
-        return vae_loss(model, batch) if isinstance(unwrap(model), VAE) else kl_loss(model, batch)
+        losses = {VAE: vae_loss, KLAutoencoder: kl_loss, VQAutoencoder: vq_loss}
+        return losses[type(unwrap(model))](model, batch)
 
     def sample(self, model: nn.Module, cfg: Config, *, run_dir: Path, out_dir: Path, n: int, sampler: str,
                steps: int, seed: int, **kw) -> dict[str, Any]:
@@ -108,6 +134,8 @@ class AutoencoderTask(Task):
         p = evaluate.psnr(x, x_hat)
         out: dict[str, float] = {"psnr": float(p.mean()), "psnr_se": float(p.std() / len(p) ** 0.5),
                                  "n_eval": count, **evaluate.frechet(x_hat, x)}
+        if isinstance(net, VQAutoencoder):
+            out.update(evaluate.code_statistics(net, x))
         if isinstance(net, VAE):
             out.update(evaluate.vae_bounds(net, x, 8 if quick else cfg.model.iwae_k))
             z = torch.randn(count, net.latent_dim, generator=torch.Generator().manual_seed(cfg.sample.seed))
