@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from unigen.errors import UserError
+from unigen.families.autoencoders.adversarial import PatchDiscriminator
 from unigen.families.autoencoders.blocks import Decoder, Encoder
 from unigen.families.autoencoders.gaussian import split_moments
 from unigen.families.autoencoders.quantize import VectorQuantizer
@@ -50,6 +51,13 @@ class AutoencoderConfig:
     codebook_decay: float = 0.99                # EMA decay gamma
     codebook_eps: float = 1e-5                  # Laplace smoothing of the EMA cluster sizes
     restart: float = 0.0                        # restart codes whose usage EMA (assignments per batch) < this (0 = off)
+    # VQGAN (vq with disc_weight > 0)
+    disc_weight: float = 0.0                    # weight of the adaptive-weighted GAN term (taming: 0.8; 0 = no GAN)
+    disc_start: int = 0                         # step from which the discriminator trains and the GAN term is on
+    disc_channels: int = 64                     # ndf of the patch discriminator
+    disc_layers: int = 3                        # stride-2 layers of the patch discriminator
+    perceptual_weight: float = 0.0              # weight of the perceptual term (MNIST: our feature CNN, see task.py)
+    codebook_weight: float = 1.0                # weight of the codebook + commitment losses in VQGAN's objective
     # the VAE (vae)
     hidden: int = 512                           # width of the two hidden layers of encoder and decoder MLPs
     latent_dim: int = 32                        # dimension of z
@@ -66,7 +74,8 @@ def check(m: AutoencoderConfig) -> None:
     bad = [c for c in m.channels if m.groups < 1 or c % m.groups]
     if bad:
         raise UserError(f"model.groups={m.groups} must divide every width of model.channels={m.channels}")
-    for name in ("layers", "latent_channels", "hidden", "latent_dim", "iwae_k", "codebook_size"):
+    for name in ("layers", "latent_channels", "hidden", "latent_dim", "iwae_k", "codebook_size", "disc_channels",
+                 "disc_layers"):
         if getattr(m, name) < 1:
             raise UserError(f"model.{name} must be >= 1, got {getattr(m, name)}")
     if m.kl_weight < 0:
@@ -74,6 +83,10 @@ def check(m: AutoencoderConfig) -> None:
     if m.code_dim < 0 or m.beta < 0 or m.restart < 0 or m.codebook_eps < 0:
         raise UserError(f"model.code_dim, beta, restart and codebook_eps must be >= 0, got {m.code_dim}, {m.beta}, "
                         f"{m.restart}, {m.codebook_eps}")
+    if min(m.disc_weight, m.disc_start, m.perceptual_weight, m.codebook_weight) < 0:
+        raise UserError("model.disc_weight, disc_start, perceptual_weight and codebook_weight must be >= 0")
+    if (m.disc_weight > 0 or m.perceptual_weight > 0) and m.kind != "vq":
+        raise UserError(f"model.disc_weight / perceptual_weight are VQGAN terms: they need model.kind=vq, got {m.kind}")
     if not 0 <= m.codebook_decay < 1:
         raise UserError(f"model.codebook_decay must be in [0, 1), got {m.codebook_decay}")
     if m.rec_loss not in ("l1", "l2"):
@@ -139,6 +152,8 @@ class VQAutoencoder(nn.Module):
         self.decoder = Decoder(c, image_channels, m.channels, m.layers, m.groups, m.attention)
         self.factor = 2 ** (len(m.channels) - 1)
         self.code_dim = d
+        if m.disc_weight > 0:               # VQGAN: trained by its own objective, not part of the autoencoder
+            self.discriminator = PatchDiscriminator(image_channels, m.disc_channels, m.disc_layers)
 
     def latent_shape(self, image_shape: tuple[int, ...]) -> tuple[int, int, int]:
         return _conv_latent_shape(self.factor, self.code_dim, image_shape)

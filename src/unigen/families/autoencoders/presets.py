@@ -44,4 +44,17 @@ def mnist_vqvae() -> Config:
                   sample=SampleConfig(sampler="prior", n=20))
 
 
-PRESETS = {"shapes-kl": shapes_kl, "mnist-kl": mnist_kl, "mnist-vae": mnist_vae, "mnist-vqvae": mnist_vqvae}
+def mnist_vqgan() -> Config:
+    """VQGAN on MNIST: the VQ autoencoder + patch discriminator (hinge, adaptive weight, disc_weight 0.8, from step
+    500), L1 + perceptual term on our MNIST feature CNN, Adam (0.5, 0.9)."""
+    return Config(task="autoencoders", preset="mnist-vqgan", data=MnistData(),
+                  model=AutoencoderConfig(kind="vq", channels=(32, 64, 64), latent_channels=16, codebook_size=512,
+                                          ema=True, beta=0.25, restart=0.01, disc_weight=0.8, disc_start=500,
+                                          disc_channels=32, disc_layers=2, perceptual_weight=1.0),
+                  train=TrainConfig(steps=1500, batch_size=32, lr=5e-4, warmup_steps=100, ema_decay=0.0,
+                                    grad_clip=0.0, precision="bf16", ckpt_every=500, log_every=50),
+                  sample=SampleConfig(sampler="prior", n=20))
+
+
+PRESETS = {"shapes-kl": shapes_kl, "mnist-kl": mnist_kl, "mnist-vae": mnist_vae, "mnist-vqvae": mnist_vqvae,
+           "mnist-vqgan": mnist_vqgan}

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
@@ -22,12 +23,15 @@ from unigen.config import Config
 from unigen.data import load as load_data
 from unigen.errors import UserError
 from unigen.families.autoencoders import evaluate
+from unigen.families.autoencoders.adversarial import (adaptive_weight, adopt_weight, generator_loss, hinge_d_loss,
+                                                      perceptual_distance)
 from unigen.families.autoencoders.gaussian import kl_standard_normal, reparameterize
 from unigen.families.autoencoders.losses import kl_autoencoder_loss, log_likelihood
 from unigen.families.autoencoders.network import (VAE, AutoencoderConfig, KLAutoencoder, VQAutoencoder,
                                                   build_autoencoder)
 from unigen.families.autoencoders.quantize import codebook_loss, commitment_loss, perplexity, straight_through
 from unigen.io import atomic_path
+from unigen.metrics.features import ensure_feature_net
 from unigen.task import Task, unwrap
 from unigen.train.objective import Objective
 
@@ -45,25 +49,71 @@ def kl_loss(model: nn.Module, batch: dict[str, Tensor], *, kl_weight: float = 1e
     return loss.mean(), {"rec": float(rec.detach().mean()), "kl": float(kl.detach().mean())}
 
 
+def _vq_forward(net: VQAutoencoder, x: Tensor, beta: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(x_hat through the straight-through estimator, z_e, codes k, commitment loss, codebook + beta commitment)."""
+    z_e = net.encode_continuous(x)
+    z_q, k = net.quantize.quantize(z_e)
+    x_hat = net.decode(straight_through(z_e, z_q))
+    commit = commitment_loss(z_e, z_q)
+    q_loss = beta * commit + (0.0 if net.quantize.ema else codebook_loss(z_e, z_q))
+    return x_hat, z_e, k, commit, q_loss
+
+
+def _vq_update(net: VQAutoencoder, z_e: Tensor, k: Tensor, decay: float, eps: float, restart: float) -> dict:
+    """In training: the EMA codebook step and dead-code restarts; the batch's code statistics for the log."""
+    restarted = 0
+    if net.training and torch.is_grad_enabled():
+        net.quantize.update(z_e, k, decay, eps)
+        restarted = net.quantize.restart_dead(z_e, restart) if restart > 0 else 0
+    ppl, used = perplexity(k, net.quantize.K)
+    return {"perplexity": ppl, "code_usage": used, "restarted": restarted}
+
+
 def vq_loss(model: nn.Module, batch: dict[str, Tensor], *, beta: float = 0.25, rec_loss: str = "l2",
             decay: float = 0.99, eps: float = 1e-5, restart: float = 0.0) -> tuple[Tensor, dict]:
     """VQ-VAE objective (Eq. 3): mean reconstruction error + ||sg[z_e] - e||^2 (not with the EMA codebook) +
     beta ||z_e - sg[e]||^2; in training mode it then moves the EMA codebook and restarts dead codes."""
     net = unwrap(model, VQAutoencoder, "a VQ autoencoder")
     x = batch["x"]
-    z_e = net.encode_continuous(x)
-    z_q, k = net.quantize.quantize(z_e)
-    x_hat = net.decode(straight_through(z_e, z_q))
+    x_hat, z_e, k, commit, q_loss = _vq_forward(net, x, beta)
     rec = (x_hat - x).abs().mean() if rec_loss == "l1" else (x_hat - x).pow(2).mean()
-    commit = commitment_loss(z_e, z_q)
-    loss = rec + beta * commit + (0.0 if net.quantize.ema else codebook_loss(z_e, z_q))
-    restarted = 0
-    if net.training and torch.is_grad_enabled():
-        net.quantize.update(z_e, k, decay, eps)
-        restarted = net.quantize.restart_dead(z_e, restart) if restart > 0 else 0
-    ppl, used = perplexity(k, net.quantize.K)
-    return loss, {"rec": float(rec.detach()), "commit": float(commit.detach()), "perplexity": ppl,
-                  "code_usage": used, "restarted": restarted}
+    logs = _vq_update(net, z_e, k, decay, eps, restart)
+    return rec + q_loss, {"rec": float(rec.detach()), "commit": float(commit.detach()), **logs}
+
+
+def vqgan_generator_loss(model: nn.Module, batch: dict[str, Tensor], step: int | None = None, *,
+                         m: AutoencoderConfig, features: Callable[[Tensor], list[Tensor]] | None = None
+                         ) -> tuple[Tensor, dict]:
+    """Taming's VQLPIPSWithDiscriminator, generator side: nll = mean |x - x_hat| + perceptual_weight d_perc,
+    loss = nll + lambda adopt(step) L_GAN + codebook_weight L_VQ, lambda the adaptive weight at the decoder's
+    last layer (Eq. 7)."""
+    net = unwrap(model, VQAutoencoder, "a VQGAN")
+    x = batch["x"]
+    x_hat, z_e, k, commit, q_loss = _vq_forward(net, x, m.beta)
+    nll = (x_hat - x).abs().mean()
+    if features is not None and m.perceptual_weight > 0:
+        nll = nll + m.perceptual_weight * perceptual_distance(features(x), features(x_hat)).mean()
+    loss, logs = nll + m.codebook_weight * q_loss, {"nll": float(nll.detach()), "commit": float(commit.detach())}
+    factor = adopt_weight(1.0, step, m.disc_start)
+    if factor > 0 and torch.is_grad_enabled():
+        g_loss = generator_loss(net.discriminator(x_hat))
+        lam = adaptive_weight(nll, g_loss, net.decoder.last_layer, m.disc_weight)
+        loss = loss + lam * factor * g_loss
+        logs.update(g_loss=float(g_loss.detach()), d_weight=float(lam))
+    logs.update(_vq_update(net, z_e, k, m.codebook_decay, m.codebook_eps, m.restart))
+    return loss, logs
+
+
+def vqgan_discriminator_loss(model: nn.Module, batch: dict[str, Tensor], step: int | None = None, *,
+                             m: AutoencoderConfig) -> tuple[Tensor, dict]:
+    """Hinge loss of the patch discriminator on real images and (detached) reconstructions, 0 before disc_start."""
+    net = unwrap(model, VQAutoencoder, "a VQGAN")
+    x = batch["x"]
+    with torch.no_grad():
+        x_hat = net.decode(net.encode(x))
+    real, fake = net.discriminator(x), net.discriminator(x_hat)
+    d_loss = adopt_weight(1.0, step, m.disc_start) * hinge_d_loss(real, fake)
+    return d_loss, {"logits_real": float(real.detach().mean()), "logits_fake": float(fake.detach().mean())}
 
 
 def vae_loss(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict]:
@@ -83,6 +133,30 @@ def _save(x: Tensor, path: Path) -> Path:
     return path
 
 
+def feature_maps(x: Tensor) -> list[Tensor]:
+    """The perceptual network: the two conv layers' activations of unigen.metrics.features' MNIST CNN (trained by
+    us on MNIST's labels, cached; LPIPS's VGG weights are a download, which is not possible here)."""
+    if tuple(x.shape[1:]) != (1, 28, 28):
+        raise UserError(f"the perceptual term needs MNIST-shaped images (1, 28, 28), got {tuple(x.shape[1:])}; "
+                        "set model.perceptual_weight=0")
+    net = ensure_feature_net()
+    h1 = F.gelu(net.conv1(x))                                                   # (B, 32, 28, 28)
+    h2 = F.gelu(net.conv2(F.max_pool2d(h1, 2)))                                 # (B, 64, 14, 14)
+    return [h1, h2]
+
+
+def vqgan_objectives(cfg: Config) -> list[Objective]:
+    """Generator (every parameter but the discriminator's) then discriminator (from disc_start), Adam (0.5, 0.9)."""
+    m = cfg.model
+    features = feature_maps if m.perceptual_weight > 0 else None
+    gen = partial(vqgan_generator_loss, m=m, features=features)
+    disc = partial(vqgan_discriminator_loss, m=m)
+    not_disc = lambda net: (p for n, p in net.named_parameters() if not n.startswith("discriminator."))  # noqa: E731
+    return [Objective("gen", gen, params=not_disc, betas=(0.5, 0.9), with_step=True),
+            Objective("disc", disc, params=lambda net: net.discriminator.parameters(), betas=(0.5, 0.9),
+                      start=m.disc_start, with_step=True)]
+
+
 class AutoencoderTask(Task):
     model_config = AutoencoderConfig
     samplers = ("prior",)
@@ -95,6 +169,8 @@ class AutoencoderTask(Task):
         losses = {"vae": vae_loss, "kl": partial(kl_loss, kl_weight=m.kl_weight, rec_loss=m.rec_loss),
                   "vq": partial(vq_loss, beta=m.beta, rec_loss=m.rec_loss, decay=m.codebook_decay,
                                 eps=m.codebook_eps, restart=m.restart)}
+        if m.kind == "vq" and m.disc_weight > 0:
+            return vqgan_objectives(cfg)
         return [Objective("main", losses[m.kind])]
 
     def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict]:
