@@ -28,6 +28,7 @@ TASKS = {
     "word2vec": word2vec.TASK,
     "normalizing_flows": flows_task.TASK,
     "autoencoders": autoencoders.TASK,
+    "code_prior": autoencoders.PRIOR_TASK,
 }
 
 PRESETS: dict[str, Callable[[], Config]] = {

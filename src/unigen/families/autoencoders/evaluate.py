@@ -108,6 +108,21 @@ def code_statistics(net: nn.Module, x: Tensor, batch: int = 250) -> dict[str, fl
 
 
 @torch.no_grad()
+def prior_bits(prior: nn.Module, token_nll, batch: dict[str, Tensor], size: int = 250, seed: int = 0) -> dict:
+    """-log p(codes) of the test images under the prior (AR: exact; masked: one-t NELBO per image), in nats per
+    image and in bits per image dimension (the code stream's rate; the decoder is deterministic, so this is not a
+    likelihood of the pixels), beside the uniform code distribution's h w log2 K bits."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        nll = torch.cat([token_nll({k: v[i:i + size] for k, v in batch.items()}).double().sum(1)
+                         for i in range(0, len(batch["x"]), size)])
+    D, L = batch["x"][0].numel(), prior.grid[0] * prior.grid[1]
+    return {"prior_nll_nats": float(nll.mean()), "code_bits_per_dim": float(nll.mean() / (D * math.log(2))),
+            "code_bits_per_dim_se": float(nll.std() / math.sqrt(len(nll)) / (D * math.log(2))),
+            "uniform_code_bits_per_dim": L * math.log2(prior.K) / D, "n_eval": len(nll)}
+
+
+@torch.no_grad()
 def pictures(net: nn.Module, x: Tensor, out_dir: Path, samples: Tensor | None = None) -> dict[str, str]:
     """reconstructions.png (pairs of rows: test images, their reconstructions) and samples.png when given."""
     out_dir = Path(out_dir)

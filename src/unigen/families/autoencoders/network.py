@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from unigen.errors import UserError
+from unigen.models.text import TEXT_SIZES, TextTransformer, text_config
 from unigen.families.autoencoders.adversarial import PatchDiscriminator
 from unigen.families.autoencoders.blocks import Decoder, Encoder
 from unigen.families.autoencoders.gaussian import split_moments
@@ -234,3 +235,68 @@ def build_autoencoder(m: AutoencoderConfig, data_info: dict) -> nn.Module:
     net = (VQAutoencoder if m.kind == "vq" else KLAutoencoder)(m, shape[0])
     net.latent_shape(shape)
     return net
+
+
+# ---- the prior over the code grid (taming's second stage) -------------------------------------------------------
+
+PRIORS = ("ar", "mask")
+
+
+@dataclass
+class PriorConfig:
+    first_stage: str = ""           # run directory of a trained kind=vq run (mnist-vqgan / mnist-vqvae)
+    prior: str = "ar"               # ar (taming: SOS/class token + raster-order codes) | mask (masked diffusion)
+    size: str = "small"             # transformer size (unigen.models.text sizes: tiny | small | base | medium)
+    class_cond: bool = False        # condition on the class label (its token replaces SOS)
+    top_k: int = 100                # AR sampling: keep the k most likely codes (0 = all)
+    temperature: float = 1.0        # sampling temperature
+
+
+def check_prior(m: PriorConfig) -> None:
+    if m.prior not in PRIORS:
+        raise UserError(f"model.prior={m.prior!r} is not one of: {', '.join(PRIORS)}")
+    if m.size not in TEXT_SIZES:
+        raise UserError(f"model.size={m.size!r} is not one of: {', '.join(TEXT_SIZES)}")
+    if m.top_k < 0 or m.temperature <= 0:
+        raise UserError(f"model.top_k must be >= 0 and model.temperature > 0, got {m.top_k}, {m.temperature}")
+    if not m.first_stage:
+        raise UserError("model.first_stage is empty: train a VQ autoencoder first (unigen train mnist-vqgan --out RUN) "
+                        "and pass --model.first_stage=RUN")
+
+
+class CodePrior(nn.Module):
+    """A transformer over the (frozen) first stage's code grid, in raster order after one conditioning token.
+
+    Vocabulary: codes 0..K-1, the mask token K, conditioning tokens K+1.. (one SOS, or one per class). `logits`
+    gives -inf to every non-code token, so samplers can only draw codes."""
+
+    def __init__(self, m: PriorConfig, first_stage: VQAutoencoder, grid: tuple[int, int], num_classes: int):
+        super().__init__()
+        self.first_stage = first_stage.requires_grad_(False)
+        self.K = first_stage.quantize.K
+        self.mask_id, self.grid, self.prior = self.K, tuple(grid), m.prior
+        self.n_cond = num_classes if m.class_cond else 1
+        vocab = self.K + 1 + self.n_cond
+        self.transformer = TextTransformer(text_config(m.size, vocab, causal=m.prior == "ar",
+                                                       time_cond=m.prior == "mask", max_len=grid[0] * grid[1] + 1))
+
+    def cond_tokens(self, y: Tensor | None, n: int) -> Tensor:
+        """(n, 1) conditioning tokens: SOS, or the class token of each label."""
+        if self.n_cond == 1 or y is None:
+            return torch.full((n, 1), self.K + 1, dtype=torch.long)
+        return (self.K + 1 + y.long()).view(n, 1)
+
+    def logits(self, ids: Tensor, t: Tensor | None = None, cache=None) -> Tensor:
+        out = self.transformer(ids, t, cache=cache) if cache is not None else self.transformer(ids, t)
+        out = out.clone()
+        out[..., self.K + 1:] = float("-inf")
+        if self.prior == "mask":
+            return out
+        out[..., self.mask_id] = float("-inf")
+        return out
+
+    def forward(self, ids: Tensor, cache=None) -> Tensor:        # the causal-model protocol of sample_ar
+        return self.logits(ids, None, cache)
+
+    def new_cache(self, batch: int, max_len: int | None = None):
+        return self.transformer.new_cache(batch, max_len)

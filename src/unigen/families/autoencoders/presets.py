@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from unigen.config import Config, SampleConfig, TrainConfig
 from unigen.data import MnistData, ShapesData
-from unigen.families.autoencoders.network import AutoencoderConfig
+from unigen.families.autoencoders.network import AutoencoderConfig, PriorConfig
 
 
 def shapes_kl() -> Config:
@@ -56,5 +56,25 @@ def mnist_vqgan() -> Config:
                   sample=SampleConfig(sampler="prior", n=20))
 
 
+def _prior(name: str, prior: str) -> Config:
+    return Config(task="code_prior", preset=name, data=MnistData(),
+                  model=PriorConfig(first_stage="", prior=prior, size="small", class_cond=False, top_k=100),
+                  train=TrainConfig(steps=2000, batch_size=64, lr=1e-3, warmup_steps=100, ema_decay=0.999,
+                                    precision="bf16", ckpt_every=500, log_every=50),
+                  sample=SampleConfig(sampler="default", n=100))
+
+
+def mnist_vqgan_prior() -> Config:
+    """Taming's second stage on MNIST: AR transformer (4 x 256) over a VQGAN run's 7x7 codes, top-k 100
+    (needs --model.first_stage=RUN of mnist-vqgan)."""
+    return _prior("mnist-vqgan-prior", "ar")
+
+
+def mnist_vqgan_maskprior() -> Config:
+    """Masked-diffusion prior (MDLM loss, MaskGIT-style decoding) over a VQGAN run's codes (--model.first_stage=RUN)."""
+    return _prior("mnist-vqgan-maskprior", "mask")
+
+
 PRESETS = {"shapes-kl": shapes_kl, "mnist-kl": mnist_kl, "mnist-vae": mnist_vae, "mnist-vqvae": mnist_vqvae,
-           "mnist-vqgan": mnist_vqgan}
+           "mnist-vqgan": mnist_vqgan, "mnist-vqgan-prior": mnist_vqgan_prior,
+           "mnist-vqgan-maskprior": mnist_vqgan_maskprior}

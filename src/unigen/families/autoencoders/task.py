@@ -10,13 +10,14 @@
 """
 from __future__ import annotations
 
+import dataclasses
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from unigen.config import Config
@@ -27,11 +28,16 @@ from unigen.families.autoencoders.adversarial import (adaptive_weight, adopt_wei
                                                       perceptual_distance)
 from unigen.families.autoencoders.gaussian import kl_standard_normal, reparameterize
 from unigen.families.autoencoders.losses import kl_autoencoder_loss, log_likelihood
-from unigen.families.autoencoders.network import (VAE, AutoencoderConfig, KLAutoencoder, VQAutoencoder,
-                                                  build_autoencoder)
+from unigen.families.autoencoders.network import (VAE, AutoencoderConfig, CodePrior, KLAutoencoder, PriorConfig,
+                                                  VQAutoencoder, build_autoencoder, check_prior)
+from unigen.families.discrete_diffusion import noise
+from unigen.families.discrete_diffusion.ar import ar_token_nll, sample_ar
+from unigen.families.discrete_diffusion.masked import mdlm_token_nll
+from unigen.families.discrete_diffusion.samplers import SAMPLERS, MaskedDenoiser
 from unigen.families.autoencoders.quantize import codebook_loss, commitment_loss, perplexity, straight_through
-from unigen.io import atomic_path
+from unigen.io import atomic_path, read_json
 from unigen.metrics.features import ensure_feature_net
+from unigen.plot import save_image_grid
 from unigen.task import Task, unwrap
 from unigen.train.objective import Objective
 
@@ -220,3 +226,124 @@ class AutoencoderTask(Task):
 
 
 TASK = AutoencoderTask()
+
+
+# ---- the prior over the code grid --------------------------------------------------------------------------------
+
+def load_first_stage(path: str, data_info: dict) -> VQAutoencoder:
+    """The VQ autoencoder of run directory `path` (without its discriminator), checked against this dataset."""
+    run = Path(path)
+    missing = f"model.first_stage={path!r} is not a run directory (no config.json); train mnist-vqgan first"
+    saved = read_json(run / "config.json", "first-stage config", missing=missing)
+    model = saved.get("model") or {}
+    if saved.get("task") != "autoencoders" or model.get("kind") != "vq":
+        raise UserError(f"model.first_stage={path!r} is not a VQ autoencoder run (task {saved.get('task')!r}, "
+                        f"kind {model.get('kind')!r})")
+    shape = tuple(read_json(run / "data_info.json", "first-stage data info").get("shape", ()))
+    if shape != tuple(data_info["shape"]):
+        raise UserError(f"model.first_stage={path!r} was trained on images {shape}, this run's data are "
+                        f"{tuple(data_info['shape'])}")
+    names = {f.name for f in dataclasses.fields(AutoencoderConfig)}
+    m = AutoencoderConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in model.items() if k in names})
+    m.disc_weight = 0.0
+    net = build_autoencoder(m, data_info)
+    if not (run / "model.safetensors").exists():
+        raise UserError(f"model.first_stage={path!r} has no model.safetensors (training did not finish)")
+    state = {k: v for k, v in load_file(str(run / "model.safetensors")).items() if not k.startswith("discriminator.")}
+    net.load_state_dict(state)
+    return net.eval()
+
+
+def code_sequence(prior: CodePrior, batch: dict[str, Tensor]) -> Tensor:
+    """(B, 1 + h w): the conditioning token, then the first stage's codes of batch["x"] in raster order."""
+    with torch.no_grad():
+        k = prior.first_stage.codes(batch["x"]).flatten(1)                    # (B, h w)
+    return torch.cat([prior.cond_tokens(batch.get("y"), len(k)), k], 1)
+
+
+def prior_token_nll(prior: CodePrior, seq: Tensor, t: Tensor | None = None) -> Tensor:
+    """Per-code negative log-likelihood terms (B, h w) in nats: exact (AR, teacher forcing), or MDLM's NELBO
+    terms at times t ~ U[eps, 1] (masked prior; the conditioning token is never masked)."""
+    if prior.prior == "ar":
+        return ar_token_nll(lambda ids: prior.logits(ids), seq)
+    keep = torch.zeros_like(seq, dtype=torch.bool)
+    keep[:, 0] = True
+    t = noise.sample_t(len(seq), device=seq.device) if t is None else t
+    return mdlm_token_nll(lambda x_t, s: prior.logits(x_t, s), seq, t, prior.mask_id, keep=keep)[:, 1:]
+
+
+def prior_loss(model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+    """Nats per code: the AR cross-entropy, or the masked-diffusion NELBO divided by the number of codes."""
+    prior = unwrap(model, CodePrior, "a code prior")
+    return prior_token_nll(prior, code_sequence(prior, batch)).mean()
+
+
+@torch.no_grad()
+def sample_codes(prior: CodePrior, m: PriorConfig, n: int, sampler: str, steps: int, seed: int,
+                 y: Tensor | None = None) -> Tensor:
+    """Code grids (n, h, w): AR with top-k (sampler "default" of an AR prior), or the masked prior's MaskGIT-style
+    low-confidence parallel decoding ("default" / "maskgit": discrete_diffusion's llada sampler) or MDLM's
+    ancestral sampler ("mdlm"), in `steps` steps (default 12)."""
+    g = torch.Generator().manual_seed(seed)
+    L = prior.grid[0] * prior.grid[1]
+    canvas = torch.cat([prior.cond_tokens(y, n), torch.full((n, L), prior.mask_id)], 1)
+    if prior.prior == "ar":
+        if sampler != "default":
+            raise UserError(f"sampler {sampler!r} needs a masked prior (model.prior=mask); an AR prior samples with "
+                            "'default'")
+        out, _ = sample_ar(prior, canvas, mask_id=prior.mask_id, temperature=m.temperature, top_k=m.top_k or None,
+                           generator=g)
+    else:
+        name = "mdlm" if sampler == "mdlm" else "llada"
+        denoiser = MaskedDenoiser(lambda x_t, t: prior.logits(x_t, t), prior.mask_id)
+        extra = {} if name == "mdlm" else {"temperature": m.temperature}
+        out, _ = SAMPLERS[name](denoiser, canvas, steps=steps or 12, generator=g, **extra)
+    return out[:, 1:].reshape(n, *prior.grid)
+
+
+class CodePriorTask(Task):
+    """Taming's second stage: a transformer prior over a trained VQ autoencoder's codes (see `PriorConfig`)."""
+    model_config = PriorConfig
+    samplers = ("default", "maskgit", "mdlm")
+
+    def build(self, cfg: Config, data_info: dict) -> nn.Module:
+        check_prior(cfg.model)
+        first = load_first_stage(cfg.model.first_stage, data_info)
+        grid = first.latent_shape(tuple(data_info["shape"]))[1:]
+        return CodePrior(cfg.model, first, grid, int(data_info.get("num_classes") or 0))
+
+    def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+        return prior_loss(model, batch)
+
+    def sample(self, model: nn.Module, cfg: Config, *, run_dir: Path, out_dir: Path, n: int, sampler: str,
+               steps: int, seed: int, **kw) -> dict[str, Any]:
+        if kw:
+            raise UserError(f"code-prior sampling has no option(s) {', '.join(kw)}")
+        prior = unwrap(model, CodePrior, "a code prior")
+        y = torch.arange(n) % prior.n_cond if prior.n_cond > 1 else None
+        x = prior.first_stage.decode_codes(sample_codes(prior, cfg.model, n, sampler, steps, seed, y)).clamp(-1, 1)
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        files = {"samples": str(_save(x, out_dir / "samples.safetensors")),
+                 "image": str(save_image_grid(x, out_dir / "samples.png", nrow=10))}
+        return {**files, "n": n, "sampler": sampler}
+
+    def evaluate(self, model: nn.Module, cfg: Config, *, run_dir: Path, quick: bool = False, n: int = 0,
+                 **kw) -> dict:
+        """Code NLL on the test split (quick: 500 images) in nats and bits per image dimension beside the uniform
+        code baseline, and the FD of n samples (quick 200, else 1000) against the test images."""
+        if kw:
+            raise UserError(f"code-prior eval has no option(s) {', '.join(kw)}")
+        prior = unwrap(model, CodePrior, "a code prior")
+        test = load_data(cfg.data, "test")
+        x = test.batch(torch.arange(min(len(test), QUICK_EVAL if quick else len(test))))
+        out = evaluate.prior_bits(prior, lambda b: prior_token_nll(prior, code_sequence(prior, b)), x)
+        count = n or (200 if quick else 1000)
+        y = torch.arange(count) % prior.n_cond if prior.n_cond > 1 else None
+        codes = sample_codes(prior, cfg.model, count, "default", 0, cfg.sample.seed, y)
+        samples = torch.cat([prior.first_stage.decode_codes(codes[i:i + 250]) for i in range(0, count, 250)])
+        return {**out, **{f"sample_{k}": v for k, v in evaluate.frechet(samples.clamp(-1, 1), x["x"]).items()},
+                "n_samples": count}
+
+
+PRIOR_TASK = CodePriorTask()
