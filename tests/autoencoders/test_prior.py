@@ -30,7 +30,7 @@ def _prior_cfg(name, vq_run, *extra):
                                               "train.batch_size=4", "train.progress=false", *extra])
 
 
-@pytest.mark.parametrize("name", ["mnist-vqgan-prior", "mnist-vqgan-maskprior"])
+@pytest.mark.parametrize("name", ["mnist-vqgan-prior", pytest.param("mnist-vqgan-maskprior", marks=pytest.mark.slow)])
 def test_prior_trains_samples_and_evaluates(name, vq_run, tmp_path):
     cfg = _prior_cfg(name, vq_run)
     result = run.train(cfg, tmp_path / "run")

@@ -55,6 +55,19 @@ def test_ema_at_decay_zero_is_one_kmeans_step():
     torch.testing.assert_close(second, means)
 
 
+def test_ema_moving_averages_are_debiased_like_sonnet():
+    """Sonnet 2's ExponentialMovingAverage divides its hidden value by 1 - decay^count, so after one step N is the
+    batch's counts themselves; that matters through the smoothing: e_i = m_i / ((N_i + eps) / (n + K eps) n)."""
+    e = torch.tensor([[0.0], [10.0]], dtype=torch.float64)
+    z = torch.tensor([[1.0], [2.0], [9.0]], dtype=torch.float64)
+    k = nearest_code(z, e)
+    _, _, new = ema_codebook(torch.zeros(2, dtype=torch.float64), torch.zeros(2, 1, dtype=torch.float64), 1, z, k,
+                             decay=0.99, eps=0.5)
+    N, m = torch.tensor([2.0, 1.0], dtype=torch.float64), torch.tensor([[3.0], [9.0]], dtype=torch.float64)
+    expected = m / ((N + 0.5) / (3 + 2 * 0.5) * 3)[:, None]
+    torch.testing.assert_close(new, expected)
+
+
 def test_laplace_smoothing_keeps_unused_codes_finite():
     e = torch.tensor([[0.0], [10.0], [100.0]])
     z = torch.tensor([[1.0], [2.0]])
