@@ -33,7 +33,8 @@ def test_registered():
 DEFAULT = {"mnist-vae", "mnist-vqgan"}        # the others (same code paths, bigger data or nets) run under -m slow
 
 
-@pytest.mark.parametrize("name", [pytest.param(p, marks=() if p in DEFAULT else pytest.mark.slow) for p in sorted(PRESETS)])
+@pytest.mark.parametrize("name", [pytest.param(p, marks=() if p in DEFAULT else pytest.mark.slow) for p in sorted(PRESETS)
+                                  if get_preset(p).task == "autoencoders"])      # the priors: test_prior.py
 def test_preset_trains_samples_and_evaluates(name, tmp_path):
     cfg = _cfg(name, "train.steps=2")
     assert PRESETS[name].__doc__.strip()
