@@ -61,7 +61,7 @@ def test_discriminator_layout_and_init():
     convs = [m for m in d.modules() if isinstance(m, torch.nn.Conv2d)]
     assert [m.kernel_size for m in convs] == [(4, 4)] * 5 and [m.stride[0] for m in convs] == [2, 2, 2, 1, 1]
     assert [m.out_channels for m in convs] == [64, 128, 256, 512, 1]
-    w = torch.cat([m.weight.flatten() for m in convs])
+    w = torch.cat([m.weight.detach().flatten() for m in convs])
     assert abs(float(w.std()) - 0.02) < 0.001 and abs(float(w.mean())) < 0.001
     assert d(torch.zeros(2, 1, 64, 64)).shape == (2, 1, 6, 6)
 
