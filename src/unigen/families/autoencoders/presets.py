@@ -39,19 +39,19 @@ def mnist_vqvae() -> Config:
     return Config(task="autoencoders", preset="mnist-vqvae", data=MnistData(),
                   model=AutoencoderConfig(kind="vq", channels=(32, 64, 64), latent_channels=16, codebook_size=512,
                                           ema=True, beta=0.25, rec_loss="l2", restart=0.01),
-                  train=TrainConfig(steps=1500, batch_size=32, lr=1e-3, warmup_steps=100, ema_decay=0.0,
-                                    grad_clip=0.0, precision="bf16", ckpt_every=500, log_every=50),
+                  train=TrainConfig(steps=300, batch_size=32, lr=1e-3, warmup_steps=100, ema_decay=0.0,
+                                    grad_clip=0.0, precision="bf16", ckpt_every=100, log_every=50),
                   sample=SampleConfig(sampler="prior", n=20))
 
 
 def mnist_vqgan() -> Config:
     """VQGAN on MNIST: the VQ autoencoder + patch discriminator (hinge, adaptive weight, disc_weight 0.8, from step
-    500), L1 + perceptual term on our MNIST feature CNN, Adam (0.5, 0.9)."""
+    150 of 300), L1 + perceptual term on our MNIST feature CNN, Adam (0.5, 0.9)."""
     return Config(task="autoencoders", preset="mnist-vqgan", data=MnistData(),
                   model=AutoencoderConfig(kind="vq", channels=(32, 64, 64), latent_channels=16, codebook_size=512,
-                                          ema=True, beta=0.25, restart=0.01, disc_weight=0.8, disc_start=500,
+                                          ema=True, beta=0.25, restart=0.01, disc_weight=0.8, disc_start=150,
                                           disc_channels=32, disc_layers=2, perceptual_weight=1.0),
-                  train=TrainConfig(steps=1500, batch_size=32, lr=5e-4, warmup_steps=100, ema_decay=0.0,
+                  train=TrainConfig(steps=300, batch_size=32, lr=5e-4, warmup_steps=100, ema_decay=0.0,
                                     grad_clip=0.0, precision="bf16", ckpt_every=500, log_every=50),
                   sample=SampleConfig(sampler="prior", n=20))
 
@@ -59,7 +59,7 @@ def mnist_vqgan() -> Config:
 def _prior(name: str, prior: str) -> Config:
     return Config(task="code_prior", preset=name, data=MnistData(),
                   model=PriorConfig(first_stage="", prior=prior, size="small", class_cond=False, top_k=100),
-                  train=TrainConfig(steps=2000, batch_size=64, lr=1e-3, warmup_steps=100, ema_decay=0.999,
+                  train=TrainConfig(steps=400, batch_size=64, lr=1e-3, warmup_steps=100, ema_decay=0.999,
                                     precision="bf16", ckpt_every=500, log_every=50),
                   sample=SampleConfig(sampler="default", n=100))
 
