@@ -30,6 +30,7 @@ TASKS = {
     "word2vec": word2vec.TASK,
     "normalizing_flows": flows_task.TASK,
     "autoencoders": autoencoders.TASK,
+    "code_prior": autoencoders.PRIOR_TASK,
     "latent_diffusion": latent_diffusion.TASK,
 }
 

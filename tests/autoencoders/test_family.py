@@ -14,7 +14,8 @@ from unigen.families.autoencoders.presets import PRESETS
 from unigen.families.autoencoders.task import TASK
 from unigen.registry import TASKS, get_preset
 
-TINY = {"kl": ["model.channels=[8,8]", "model.groups=4", "model.layers=1"], "vae": ["model.hidden=16"]}
+SMALL_CONV = ["model.channels=[8,8]", "model.groups=4", "model.layers=1"]
+TINY = {"kl": SMALL_CONV, "vq": [*SMALL_CONV, "model.codebook_size=16"], "vae": ["model.hidden=16"]}
 
 
 def _cfg(name: str, *extra: str):
@@ -29,7 +30,11 @@ def test_registered():
     assert TASKS["autoencoders"] is TASK and {"shapes-kl", "mnist-vae"} <= set(PRESETS)
 
 
-@pytest.mark.parametrize("name", sorted(PRESETS))
+DEFAULT = {"mnist-vae", "mnist-vqgan"}        # the others (same code paths, bigger data or nets) run under -m slow
+
+
+@pytest.mark.parametrize("name", [pytest.param(p, marks=() if p in DEFAULT else pytest.mark.slow) for p in sorted(PRESETS)
+                                  if get_preset(p).task == "autoencoders"])      # the priors: test_prior.py
 def test_preset_trains_samples_and_evaluates(name, tmp_path):
     cfg = _cfg(name, "train.steps=2")
     assert PRESETS[name].__doc__.strip()
@@ -41,6 +46,8 @@ def test_preset_trains_samples_and_evaluates(name, tmp_path):
         assert load_file(summary["samples"])["x"].shape == (4, 1, 28, 28)
     metrics = run.evaluate(tmp_path / "run", quick=True, n=50)
     assert metrics["n_eval"] == 50 and math.isfinite(metrics["psnr"])
+    if cfg.model.kind == "vq":
+        assert 1 <= metrics["code_perplexity"] <= 16 and 0 < metrics["code_usage"] <= 1
     if cfg.model.kind == "vae":
         assert metrics["bits_per_dim"] == metrics["niwae_8_bits_per_dim"] <= metrics["nelbo_bits_per_dim"] + 0.05
 

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from unigen.families.autoencoders.gaussian import (discretized_logistic_log_prob, iwae_bound, kl_standard_normal,
+from unigen.families.autoencoders.gaussian import (bernoulli_log_prob, discretized_logistic_log_prob, iwae_bound, kl_standard_normal,
                                                    log_normal, log_standard_normal, reparameterize, split_moments)
 from unigen.families.autoencoders.losses import kl_autoencoder_loss, reconstruction
 
@@ -18,6 +18,14 @@ def test_kl_matches_torch_distributions():
     expected = torch.distributions.kl_divergence(q, p).flatten(1).sum(1)
     torch.testing.assert_close(kl_standard_normal(mu, logvar), expected)
     torch.testing.assert_close(log_normal(mu + 1, mu, logvar), q.log_prob(mu + 1).flatten(1).sum(1))
+
+
+def test_bernoulli_matches_torch_distributions():
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(4, 1, 5, 5, generator=g) * 3
+    b = torch.bernoulli(torch.full((4, 1, 5, 5), 0.4), generator=g)
+    expected = torch.distributions.Bernoulli(logits=logits).log_prob(b).flatten(1).sum(1)
+    torch.testing.assert_close(bernoulli_log_prob(b, logits), expected)
 
 
 def test_split_moments_clamps_logvar_like_ldm():

@@ -1,6 +1,7 @@
 """Measurements and pictures of a trained autoencoder, on held-out (test split) images.
 
     psnr            10 log10(1 / MSE) per image on [0, 1] pixels, reconstructions clamped to [-1, 1], then averaged
+    code stats      VQ: perplexity exp(H) of the code histogram and the fraction of codes used, on the test images
     fd              MNIST: Frechet distance between unigen.metrics.features' CNN features of the reconstructions (or
                     of samples) and of the test images; other datasets: fd_pixels on raw pixels
     vae_bounds      the VAE's -ELBO and -IWAE-K in nats per image and bits/dim, K from 1 up to model.iwae_k
@@ -16,6 +17,7 @@ from torch import Tensor, nn
 from unigen.families.autoencoders.gaussian import (bits_per_dim, iwae_bound, log_normal, log_standard_normal,
                                                    kl_standard_normal, reparameterize)
 from unigen.families.autoencoders.losses import log_likelihood
+from unigen.families.autoencoders.quantize import perplexity
 from unigen.metrics import sample_quality as metrics
 from unigen.metrics.features import ensure_feature_net, mnist_features
 from unigen.plot import save_image_grid
@@ -94,6 +96,30 @@ def _nats_bits(name: str, nll: Tensor, dims: int) -> dict[str, float]:
     se = float(nll.std() / math.sqrt(len(nll))) if len(nll) > 1 else 0.0
     return {f"{name}_nats": float(nll.mean()), f"{name}_bits_per_dim": float(bits_per_dim(nll.mean(), dims)),
             f"{name}_bits_per_dim_se": se / (dims * math.log(2))}
+
+
+@torch.no_grad()
+def code_statistics(net: nn.Module, x: Tensor, batch: int = 250) -> dict[str, float]:
+    """Code perplexity and the fraction of the codebook used over all latent positions of x (the perplexity
+    depends on how many positions are pooled: here every position of every image of x)."""
+    k = torch.cat([net.codes(x[i:i + batch]) for i in range(0, len(x), batch)])
+    ppl, used = perplexity(k, net.quantize.K)
+    return {"code_perplexity": ppl, "code_usage": used, "codebook_size": net.quantize.K}
+
+
+@torch.no_grad()
+def prior_bits(prior: nn.Module, token_nll, batch: dict[str, Tensor], size: int = 250, seed: int = 0) -> dict:
+    """-log p(codes) of the test images under the prior (AR: exact; masked: one-t NELBO per image), in nats per
+    image and in bits per image dimension (the code stream's rate; the decoder is deterministic, so this is not a
+    likelihood of the pixels), beside the uniform code distribution's h w log2 K bits."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        nll = torch.cat([token_nll({k: v[i:i + size] for k, v in batch.items()}).double().sum(1)
+                         for i in range(0, len(batch["x"]), size)])
+    D, L = batch["x"][0].numel(), prior.grid[0] * prior.grid[1]
+    return {"prior_nll_nats": float(nll.mean()), "code_bits_per_dim": float(nll.mean() / (D * math.log(2))),
+            "code_bits_per_dim_se": float(nll.std() / math.sqrt(len(nll)) / (D * math.log(2))),
+            "uniform_code_bits_per_dim": L * math.log2(prior.K) / D, "n_eval": len(nll)}
 
 
 @torch.no_grad()
