@@ -34,7 +34,8 @@ class TinyModel:
 
 # A valid value different from the default for every field of every dataset.
 NON_DEFAULT = {"toy": "rings", "n_train": 300, "path": "notes.txt", "tokenizer": "bpe", "vocab_size": 300,
-               "seq_len": 64, "image_size": 16, "seed": 7, "corpus": "stdlib", "min_count": 2, "chunk": 500}
+               "seq_len": 64, "image_size": 16, "seed": 7, "corpus": "stdlib", "min_count": 2, "chunk": 500,
+               "max_shapes": 2, "holdout": "red circle"}
 # The one DataConfig of every config.json written before datasets had their own options (its defaults).
 OLD_DATA = {"name": "mnist", "toy": "moons", "n_train": 0, "path": "", "tokenizer": "byte", "vocab_size": 512,
             "seq_len": 128, "image_size": 0, "seed": 0}

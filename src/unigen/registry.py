@@ -8,6 +8,8 @@ from typing import Callable
 
 from unigen.config import Config
 from unigen.errors import UserError
+from unigen.families.autoencoders import presets as autoencoder_presets
+from unigen.families.autoencoders import task as autoencoders
 from unigen.families.classify import presets as classify_presets
 from unigen.families.classify import task as classify
 from unigen.families.continuous_diffusion import presets as diffusion_presets
@@ -20,6 +22,8 @@ from unigen.families.word2vec import presets as word2vec_presets
 from unigen.families.word2vec import task as word2vec
 from unigen.families.normalizing_flows import presets as flows_presets
 from unigen.families.normalizing_flows import task as flows_task
+from unigen.families.latent_diffusion import presets as latent_diffusion_presets
+from unigen.families.latent_diffusion import task as latent_diffusion
 
 TASKS = {
     "classify": classify.TASK,
@@ -28,6 +32,9 @@ TASKS = {
     "word2vec": word2vec.TASK,
     "normalizing_flows": flows_task.TASK,
     "detection": detection.TASK,
+    "autoencoders": autoencoders.TASK,
+    "code_prior": autoencoders.PRIOR_TASK,
+    "latent_diffusion": latent_diffusion.TASK,
 }
 
 PRESETS: dict[str, Callable[[], Config]] = {
@@ -39,6 +46,8 @@ PRESETS: dict[str, Callable[[], Config]] = {
     **discrete_presets.JUDGE_PRESETS,
     **flows_presets.PRESETS,
     **detection_presets.PRESETS,
+    **autoencoder_presets.PRESETS,
+    **latent_diffusion_presets.PRESETS,
 }
 
 

@@ -6,6 +6,14 @@ their bounding squares are at least one pixel apart. Shapes are listed largest f
 is the order of the caption ("a red circle and a blue square"), of `boxes` and of `box_labels`; `y` is the class
 of the first (largest) shape. Boxes are the tight box of each shape's drawn pixels, as normalised (cx, cy, w, h).
 Layouts come from a numpy PCG64 stream seeded by (data.seed, split), so a dataset is reproducible bit for bit.
+
+Rich captions for text-to-image models (`word_ids`, word-level over the closed vocabulary `WORDS`) add each
+shape's size and position, all read off the drawn layout: "a big red circle on the left and a small blue square at
+the top right". Size is "small" below the middle radius of the drawn range, else "big"; position is the cell of a
+3 x 3 grid of equal thirds holding the shape's centre ("at the top left", "at the top", ..., "in the middle", ...
+"at the bottom right"). `attributes` (N, 3, 4) holds the same as ids (colour, shape, size, position; -1 padded).
+Options: `data.max_shapes` (1-3 shapes per picture) and `data.holdout` ("red circle,blue square": training
+pictures never show these colour-shape pairs; the test split keeps them, to measure compositional generalisation).
 """
 from __future__ import annotations
 
@@ -27,6 +35,12 @@ BACKGROUND = (0, 0, 0)
 MAX_SHAPES = 3
 N_TRAIN, N_TEST, DEFAULT_SIZE, MIN_SIZE = 10_000, 1_000, 32, 16
 PLACEMENT_TRIES = 200
+SIZES = ("small", "big")
+POSITIONS = ("at the top left", "at the top", "at the top right", "on the left", "in the middle", "on the right",
+             "at the bottom left", "at the bottom", "at the bottom right")      # row-major over a 3 x 3 grid
+SPECIALS = ("<pad>", "<s>", "</s>")                                            # pad, start and end of a caption
+WORDS = (*SPECIALS, "a", "an", "and", *sorted({w for p in POSITIONS for w in p.split()}), *SIZES, *COLOURS, *SHAPES)
+WORD_ID = {w: i for i, w in enumerate(WORDS)}
 
 
 def caption(items: list[tuple[str, str]]) -> str:
@@ -39,14 +53,60 @@ def caption(items: list[tuple[str, str]]) -> str:
 CAPTION_LEN = len(caption([(max(COLOURS, key=len), max(SHAPES, key=len))] * MAX_SHAPES))
 
 
-def _layout(rng: np.random.Generator, size: int) -> np.ndarray:
+def rich_caption(items: list[tuple[str, str, str, str]]) -> str:
+    """[(colour, shape, size, position), ...] -> "a big red circle on the left and a small blue square at the top"."""
+    return " and ".join(f"{'an' if z[0] in 'aeiou' else 'a'} {z} {c} {s} {p}" for c, s, z, p in items)
+
+
+WORD_LEN = 2 + len(rich_caption([("magenta", "triangle", "small", POSITIONS[0])] * MAX_SHAPES).split())
+
+
+def encode_words(text: str, length: int = WORD_LEN) -> list[int]:
+    """A prompt -> [<s>, word ids..., </s>, <pad>...] of `length` ids. Case and commas are ignored; a word outside
+    `WORDS` is a UserError (the text encoder has no embedding for it), as is a prompt longer than `length`."""
+    words = text.lower().replace(",", " ").split()
+    unknown = sorted({w for w in words if w not in WORD_ID or w in SPECIALS})
+    if unknown:
+        raise UserError(f"unknown word(s) {', '.join(map(repr, unknown))} in the prompt; the shapes captions use only: "
+                        f"{' '.join(WORDS[len(SPECIALS):])}")
+    ids = [WORD_ID["<s>"], *(WORD_ID[w] for w in words), WORD_ID["</s>"]]
+    if len(ids) > length:
+        raise UserError(f"the prompt has {len(words)} words; at most {length - 2} fit")
+    return ids + [WORD_ID["<pad>"]] * (length - len(ids))
+
+
+def decode_words(ids: list[int]) -> str:
+    """The caption of `encode_words` ids (specials dropped)."""
+    return " ".join(WORDS[i] for i in ids if WORDS[i] not in SPECIALS)
+
+
+def parse_holdout(text: str) -> frozenset[tuple[int, int]]:
+    """"red circle,blue square" -> {(colour id, shape id), ...}; a UserError names a pair that is not one."""
+    pairs = set()
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        words = part.split()
+        if len(words) != 2 or words[0] not in COLOURS or words[1] not in SHAPES:
+            raise UserError(f"data.holdout: {part!r} is not 'colour shape' (colours: {', '.join(COLOURS)}; "
+                            f"shapes: {', '.join(SHAPES)})")
+        pairs.add((list(COLOURS).index(words[0]), SHAPES.index(words[1])))
+    return frozenset(pairs)
+
+
+def _attributes(params: np.ndarray, size: int) -> tuple[int, int]:
+    """(size id, position id) of one shape (cx, cy, s): big above the middle radius, position by thirds of the image."""
+    big = params[2] > (size / 8 + size / 4.5) / 2
+    col, row = (np.clip(np.floor(params[:2] * 3 / size), 0, 2)).astype(int)
+    return int(big), int(3 * row + col)
+
+
+def _layout(rng: np.random.Generator, size: int, max_shapes: int = MAX_SHAPES) -> np.ndarray:
     """1-3 rows (cx, cy, s): bounding squares [cx +- s] x [cy +- s] inside the image, largest first, >= 1 px apart.
 
     Each shape takes the first of `PLACEMENT_TRIES` uniform candidate centres that keeps clear of those placed
     before it; a shape with no such candidate is left out. The first shape always fits; at 32x32 about 1 in 7
     images that drew three shapes keep only two, so images hold 1 / 2 / 3 shapes about 37% / 34% / 29% of the time.
     """
-    k = int(rng.integers(1, MAX_SHAPES + 1))
+    k = int(rng.integers(1, max_shapes + 1))
     radii = np.sort(rng.uniform(size / 8, size / 4.5, size=k))[::-1]
     placed = np.zeros((0, 3))
     for s in radii:
@@ -84,21 +144,32 @@ def _tight_boxes(mask: torch.Tensor) -> torch.Tensor:
     return torch.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], 1).float() / size
 
 
-def render_shapes(n: int, size: int, seed: int) -> dict:
-    """Draw `n` images from the PCG64 stream `seed`: tensors of the batch plus `captions`."""
+def render_shapes(n: int, size: int, seed: int, max_shapes: int = MAX_SHAPES,
+                  holdout: frozenset[tuple[int, int]] = frozenset()) -> dict:
+    """Draw `n` images from the PCG64 stream `seed`: tensors of the batch plus `captions`. A drawn layout that shows
+    a (colour id, shape id) pair of `holdout` is skipped (the next one is drawn in its place)."""
     rng = np.random.Generator(np.random.PCG64(seed))
     params = np.zeros((n, MAX_SHAPES, 3))
     cls = np.full((n, MAX_SHAPES), -1, dtype=np.int64)
     col = np.zeros((n, MAX_SHAPES), dtype=np.int64)
+    attrs = np.full((n, MAX_SHAPES, 4), -1, dtype=np.int64)
     names = list(COLOURS)
-    captions = []
-    for i in range(n):
-        squares = _layout(rng, size)
+    captions, word_ids = [], np.zeros((n, WORD_LEN), dtype=np.int64)
+    i = 0
+    while i < n:
+        squares = _layout(rng, size, max_shapes)
         m = len(squares)
-        params[i, :m] = squares
-        cls[i, :m] = rng.integers(0, len(SHAPES), size=m)
-        col[i, :m] = rng.integers(0, len(names), size=m)
-        captions.append(caption([(names[c], SHAPES[k]) for c, k in zip(col[i, :m], cls[i, :m])]))
+        kinds = rng.integers(0, len(SHAPES), size=m)
+        colours = rng.integers(0, len(names), size=m)
+        if holdout and any((int(c), int(k)) in holdout for c, k in zip(colours, kinds)):
+            continue
+        params[i, :m], cls[i, :m], col[i, :m] = squares, kinds, colours
+        captions.append(caption([(names[c], SHAPES[k]) for c, k in zip(colours, kinds)]))
+        for j in range(m):
+            attrs[i, j] = (colours[j], kinds[j], *_attributes(squares[j], size))
+        word_ids[i] = encode_words(rich_caption([(names[c], SHAPES[k], SIZES[z], POSITIONS[p])
+                                                 for c, k, z, p in attrs[i, :m]]))
+        i += 1
     params, cls, col = torch.from_numpy(params), torch.from_numpy(cls), torch.from_numpy(col)
     palette = torch.tensor([COLOURS[c] for c in names], dtype=torch.uint8)       # (colours, 3)
     img = torch.tensor(BACKGROUND, dtype=torch.uint8).expand(n, size, size, 3).clone()   # (N, S, S, 3)
@@ -113,7 +184,8 @@ def render_shapes(n: int, size: int, seed: int) -> dict:
         ids = ByteTokenizer().encode(text)
         cap_ids[i, : len(ids)] = torch.tensor(ids)
     return {"x": img.permute(0, 3, 1, 2).contiguous(), "y": cls[:, 0].clone(), "caption_ids": cap_ids,
-            "boxes": boxes, "box_labels": cls, "captions": captions}
+            "boxes": boxes, "box_labels": cls, "word_ids": torch.from_numpy(word_ids),
+            "attributes": torch.from_numpy(attrs), "captions": captions}
 
 
 @dataclass
@@ -124,8 +196,14 @@ class ShapesData:
     n_train: int = 0            # training pictures (0 = 10,000); test always has 1,000
     image_size: int = 0         # side of the pictures (0 = 32, else at least 16)
     seed: int = 0               # seed of the drawn layouts
+    max_shapes: int = 0         # at most this many shapes per picture (0 = 3)
+    holdout: str = ""           # "colour shape" pairs never shown in training, e.g. "red circle,blue square"
 
     def check(self) -> None:
+        if not 0 <= self.max_shapes <= MAX_SHAPES:
+            raise UserError(f"data.max_shapes must be in 0..{MAX_SHAPES} (0 = {MAX_SHAPES}), got {self.max_shapes}")
+        if len(parse_holdout(self.holdout)) >= len(COLOURS) * len(SHAPES):
+            raise UserError("data.holdout holds out every colour-shape pair; nothing is left to train on")
         options.non_negative("data.n_train", self.n_train)
         options.non_negative("data.image_size", self.image_size)
         if 0 < self.image_size < MIN_SIZE:
@@ -135,16 +213,20 @@ class ShapesData:
 
 
 def load_shapes(cfg: ShapesData, split: str) -> Dataset:
-    """`{"x": (N, 3, S, S) in [-1, 1], "y", "caption_ids" (N, L), "boxes" (N, 3, 4), "box_labels" (N, 3)}`."""
+    """`{"x": (N, 3, S, S) in [-1, 1], "y", "caption_ids" (N, L), "boxes" (N, 3, 4), "box_labels" (N, 3),
+    "word_ids" (N, WORD_LEN), "attributes" (N, 3, 4)}`."""
     check_split(split)
     cfg.check()
     size = cfg.image_size or DEFAULT_SIZE
     n = (cfg.n_train or N_TRAIN) if split == "train" else N_TEST
     seed = split_seed(cfg.seed, split, "shapes")
-    d = cached(("shapes", n, size, seed), lambda: render_shapes(n, size, seed))
+    max_k = cfg.max_shapes or MAX_SHAPES
+    holdout = parse_holdout(cfg.holdout) if split == "train" else frozenset()
+    d = cached(("shapes", n, size, seed, max_k, holdout), lambda: render_shapes(n, size, seed, max_k, holdout))
     tensors = {"x": from_uint8(d["x"])}                                        # (N, 3, S, S), a fresh tensor
-    tensors.update({k: d[k].clone() for k in ("y", "caption_ids", "boxes", "box_labels")})
+    tensors.update({k: d[k].clone() for k in ("y", "caption_ids", "boxes", "box_labels", "word_ids", "attributes")})
     info = {"name": "shapes", "split": split, "shape": (3, size, size), "num_classes": len(SHAPES),
             "class_names": SHAPES, "colours": tuple(COLOURS), "max_boxes": MAX_SHAPES, "caption_len": CAPTION_LEN,
-            "caption_vocab_size": ByteTokenizer().vocab_size, "pad_id": ByteTokenizer().pad_id}
+            "caption_vocab_size": ByteTokenizer().vocab_size, "pad_id": ByteTokenizer().pad_id,
+            "words": WORDS, "word_len": WORD_LEN}
     return Dataset(tensors, info, tokenizer=ByteTokenizer(), captions=list(d["captions"]))

@@ -7,7 +7,9 @@ Notation:  B batch, C channels, H x W feature map, E = 4 * base_width noise-embe
 
 The noise level enters every residual block through scale-shift normalisation, GroupNorm(h) * (1 + s) + b
 (Dhariwal & Nichol 2021, "AdaGN"); a class label (with a null id for classifier-free guidance) is added to the
-noise embedding. There is no batch normalisation, so each sample's output depends only on that sample.
+noise embedding. With `context_dim > 0` every attention block (levels in attn_resolutions and the middle) is a
+`SpatialTransformer` instead: self-attention, cross-attention to text token states, and a GEGLU MLP, as in latent
+diffusion's text-conditional UNet (Rombach et al. 2022, Sec. 3.3; diffusers' UNet2DConditionModel). There is no batch normalisation, so each sample's output depends only on that sample.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from torch import nn
 from unigen.errors import UserError
 from unigen.models.sizes import from_size
 from unigen.nn.attention import Attention
+from unigen.models.spatial_transformer import SpatialTransformer
 from unigen.nn.embeddings import ClassEmbedding, NoiseLevelEmbedding
 
 
@@ -37,6 +40,8 @@ class UNetConfig:
     norm_groups: int = 32                   # GroupNorm groups (must divide every level's width)
     dropout: float = 0.0
     num_classes: int = 0                    # 0 = unconditional; otherwise ids 0..n-1 and null id n
+    context_dim: int = 0                    # > 0: attention blocks cross-attend to a (B, S, context_dim) context
+    transformer_depth: int = 1              # transformer blocks per SpatialTransformer (context_dim > 0)
 
 
 def _check(cfg: UNetConfig) -> None:
@@ -57,6 +62,9 @@ def _check(cfg: UNetConfig) -> None:
         raise UserError(f"model.dropout must be in [0, 1), got {cfg.dropout}")
     if cfg.num_classes < 0:
         raise UserError(f"model.num_classes must be >= 0, got {cfg.num_classes}")
+    if cfg.context_dim < 0 or cfg.transformer_depth < 1:
+        raise UserError(f"model context_dim must be >= 0 and transformer_depth >= 1, got {cfg.context_dim}, "
+                        f"{cfg.transformer_depth}")
     if cfg.num_res_blocks < 1:
         raise UserError(f"model.num_res_blocks must be >= 1, got {cfg.num_res_blocks}")
     sides = [cfg.image_size // 2**i for i in range(levels)]
@@ -144,7 +152,19 @@ class Level(nn.Module):
         super().__init__()
         g = cfg.norm_groups
         self.res = nn.ModuleList(ResBlock(c, c_out, emb_dim, g, cfg.dropout) for c in c_ins)
-        self.attn = nn.ModuleList(AttnBlock(c_out, cfg.head_dim, g) if attn else nn.Identity() for _ in c_ins)
+        self.attn = nn.ModuleList(attention_block(c_out, cfg) if attn else nn.Identity() for _ in c_ins)
+
+
+def attention_block(ch: int, cfg: UNetConfig) -> nn.Module:
+    """Self-attention, or with a context the text-conditioning SpatialTransformer (heads of cfg.head_dim channels)."""
+    if cfg.context_dim:
+        return SpatialTransformer(ch, ch // cfg.head_dim, cfg.context_dim, cfg.norm_groups, cfg.transformer_depth)
+    return AttnBlock(ch, cfg.head_dim, cfg.norm_groups)
+
+
+def attend(block: nn.Module, h: torch.Tensor, context: tuple) -> torch.Tensor:
+    """Apply an attention slot of the UNet: SpatialTransformers get the (context, mask) pair, the others only h."""
+    return block(h, *context) if isinstance(block, SpatialTransformer) else block(h)
 
 
 class UNet(nn.Module):
@@ -181,7 +201,7 @@ class UNet(nn.Module):
                 skips.append(ch)
 
         self.mid1 = ResBlock(ch, ch, emb_dim, cfg.norm_groups, cfg.dropout)
-        self.mid_attn = AttnBlock(ch, cfg.head_dim, cfg.norm_groups)
+        self.mid_attn = attention_block(ch, cfg)
         self.mid2 = ResBlock(ch, ch, emb_dim, cfg.norm_groups, cfg.dropout)
 
         self.up, self.upsample = nn.ModuleList(), nn.ModuleList()
@@ -198,8 +218,15 @@ class UNet(nn.Module):
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
-    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, y: torch.Tensor | None = None,
+                context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """context (B, S, context_dim) text token states and context_mask (B, S) bool (True = a real token),
+        required iff cfg.context_dim > 0."""
         cfg = self.cfg
+        if (context is None) != (cfg.context_dim == 0) or (context is not None and (
+                context.shape[0] != x.shape[0] or context.ndim != 3 or context.shape[2] != cfg.context_dim)):
+            raise UserError(f"this UNet takes context_dim={cfg.context_dim} (0 = none); got a context of shape "
+                            f"{None if context is None else tuple(context.shape)} for {x.shape[0]} images")
         if x.ndim != 4 or x.shape[1] != cfg.channels:
             raise UserError(f"UNet expects images of shape (B, {cfg.channels}, H, W), got {tuple(x.shape)}")
         div = 2 ** (len(cfg.mults) - 1)
@@ -218,21 +245,22 @@ class UNet(nn.Module):
         elif y is not None:
             raise UserError("class labels were given to an unconditional UNet (model.num_classes=0)")
 
+        ctx = (context, context_mask)
         h = self.conv_in(x)                                           # (B, C0, H, W)
         skips = [h]
         for level, down in zip(self.down, self.downsample):
             for res, attn in zip(level.res, level.attn):
-                h = attn(res(h, emb))
+                h = attend(attn, res(h, emb), ctx)
                 skips.append(h)
             if not isinstance(down, nn.Identity):
                 h = down(h)                                           # (B, C, H/2, W/2)
                 skips.append(h)
 
-        h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)          # (B, C_L, H/2^(L-1), W/2^(L-1))
+        h = self.mid2(attend(self.mid_attn, self.mid1(h, emb), ctx), emb)   # (B, C_L, H/2^(L-1), W/2^(L-1))
 
         for level, up in zip(self.up, self.upsample):
             for res, attn in zip(level.res, level.attn):
-                h = attn(res(torch.cat([h, skips.pop()], dim=1), emb))
+                h = attend(attn, res(torch.cat([h, skips.pop()], dim=1), emb), ctx)
             h = up(h)
         return self.conv_out(F.silu(self.norm_out(h)))                # (B, C_out, H, W)
 
