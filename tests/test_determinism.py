@@ -80,11 +80,22 @@ def sample_files(d: Path) -> dict[str, object]:
     return out
 
 
+# two-stage presets read a trained first stage: (its preset, the override that names its run directory)
+FIRST_STAGE = {"mnist-vqgan-prior": ("mnist-vqgan", "model.first_stage"),
+               "mnist-vqgan-maskprior": ("mnist-vqgan", "model.first_stage"),
+               "shapes-ldm": ("shapes-kl", "model.autoencoder")}
+
+
 @pytest.mark.parametrize("preset", _sampling_params())
 def test_same_seed_same_samples(preset, tmp_path):
-    run = tmp_path / "run"
+    run, extra = tmp_path / "run", []
+    if preset in FIRST_STAGE:
+        first, key = FIRST_STAGE[preset]
+        assert cli.run(["train", first, "--out", str(tmp_path / "first"), "--train.steps=2",
+                        "--train.progress=false"]) == 0
+        extra = [f"--{key}={tmp_path / 'first'}"]
     assert cli.run(["train", preset, "--out", str(run), "--train.steps=2", "--train.progress=false",
-                    *FAST_SAMPLING.get(preset, [])]) == 0
+                    *FAST_SAMPLING.get(preset, []), *extra]) == 0
     outs = {}
     for name, seed in (("a", 7), ("b", 7), ("c", 8)):
         outs[name] = tmp_path / name
