@@ -34,7 +34,8 @@ class TinyModel:
 
 # A valid value different from the default for every field of every dataset.
 NON_DEFAULT = {"toy": "rings", "n_train": 300, "path": "notes.txt", "tokenizer": "bpe", "vocab_size": 300,
-               "seq_len": 64, "image_size": 16, "seed": 7, "corpus": "stdlib", "min_count": 2, "chunk": 500}
+               "seq_len": 64, "image_size": 16, "seed": 7, "corpus": "stdlib", "min_count": 2, "chunk": 500,
+               "imbalance": 2.0}
 # The one DataConfig of every config.json written before datasets had their own options (its defaults).
 OLD_DATA = {"name": "mnist", "toy": "moons", "n_train": 0, "path": "", "tokenizer": "byte", "vocab_size": 512,
             "seq_len": 128, "image_size": 0, "seed": 0}
@@ -194,7 +195,7 @@ def test_unknown_data_key_lists_only_the_current_datasets_keys():
                   "the mnist dataset has data.name, data.image_size"
     msg = error(lambda: apply_overrides(get_preset("mlp-digits"), ["data.image_sise=4"]))
     assert msg == "unknown key 'data.image_sise': did you mean 'data.image_size'? " \
-                  "the digits dataset has data.name, data.image_size, data.seed"
+                  "the digits dataset has data.name, data.image_size, data.seed, data.imbalance"
     msg = error(lambda: apply_overrides(get_preset("text-mdlm"), ["data.colour=red"]))
     assert msg.endswith("the text dataset has data.name, data.path, data.tokenizer, data.vocab_size, data.seq_len")
 
