@@ -8,6 +8,8 @@ from typing import Callable
 
 from unigen.config import Config
 from unigen.errors import UserError
+from unigen.families.action_detection import presets as action_presets
+from unigen.families.action_detection import task as action_task
 from unigen.families.classify import presets as classify_presets
 from unigen.families.classify import task as classify
 from unigen.families.continuous_diffusion import presets as diffusion_presets
@@ -25,6 +27,7 @@ TASKS = {
     **discrete_family.TASKS,
     "word2vec": word2vec.TASK,
     "normalizing_flows": flows_task.TASK,
+    "action_detection": action_task.TASK,
 }
 
 PRESETS: dict[str, Callable[[], Config]] = {
@@ -34,6 +37,7 @@ PRESETS: dict[str, Callable[[], Config]] = {
     **word2vec_presets.PRESETS,
     **discrete_presets.PIXEL_PRESETS,
     **flows_presets.PRESETS,
+    **action_presets.PRESETS,
 }
 
 

@@ -23,3 +23,5 @@ __all__ = ["DATASETS", "DEFAULT_DATASET", "SPLITS", "BPETokenizer", "ByteTokeniz
            "check_split", "from_uint8", "load", "load_digits", "load_mnist", "load_shapes", "load_text", "load_toy2d",
            "load_tokenizer", "make_options", "resize", "sample_toy2d", "to_uint8", "toy2d_log_density"]
 __all__ += ["MnistPixelsData", "from_pixel_tokens", "load_mnist_pixels", "to_pixel_tokens"]
+from unigen.data.stream import StreamData, load_stream  # noqa: E402
+__all__ += ["StreamData", "load_stream"]
