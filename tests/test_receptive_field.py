@@ -106,3 +106,18 @@ def test_effective_rf_is_centred_and_inside_the_field():
     inside = erf[16 - r // 2: 16 + r // 2 + 1, 16 - r // 2: 16 + r // 2 + 1]
     assert erf.sum() == pytest.approx(inside.sum()) and erf.max() == 1
     assert erf[16, 16] > erf[16, 16 + r // 2] and erf[16, 16] > erf[16 - r // 2, 16]
+
+
+def test_rf_command_prints_the_frame_cnn_table_and_draws_the_erf(tmp_path, capsys):
+    from unigen.cli import main
+    run = str(tmp_path / "run")
+    for argv in (["train", "stream-single", "--out", run, "--train.steps=1", "--train.progress=false",
+                  "--train.batch_size=2", "--data.n_train=2", "--data.n_test=1", "--data.stream_len=60"],
+                 ["rf", run, "--erf"]):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 0
+    out = capsys.readouterr().out
+    table = out[out.index("frames:"):].splitlines()
+    assert table[1].split()[:2] == ["layer", "k"] and table[-3].split()[5:7] == ["9x9", "4x4"]   # r = 9, jump 4
+    assert (tmp_path / "run" / "figures" / "erf.png").stat().st_size > 0

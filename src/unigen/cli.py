@@ -8,6 +8,7 @@
     unigen eval RUN_DIR [--json] [--nfe-sweep [--samplers A,B] [--budgets 5,10] [--n N] [--seeds 0,1]]
                         [--likelihood vlb|ode] [--query Q]
     unigen demo [--out DIR]
+    unigen rf RUN_DIR [--erf]
     unigen tokenizer train FILE --vocab-size N --out DIR | unigen tokenizer encode DIR TEXT
 
 A user error (or a file-system refusal: permissions, disk full) prints one line `error: ...` on stderr and exits
@@ -26,6 +27,7 @@ from unigen.data.text import read_text_file
 from unigen.data.tokenizer import OwnBPETokenizer, load_tokenizer
 from unigen.errors import UserError
 from unigen.experiments.demo import run_demo
+from unigen.experiments.receptive_field import rf_report
 from unigen.registry import PRESETS, describe, get_preset
 from unigen.run import evaluate, read_config, sample, train
 from unigen.train.distributed import close_process_group
@@ -77,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--likelihood", default="", choices=("", "vlb", "ode"),
                    help="diffusion: bits/dim of the first --n 8-bit test images, DDPM's variational bound (vlb) or "
                         "the probability-flow ODE (ode)")
+
+    r = sub.add_parser("rf", help="receptive field of each conv stack of a trained run, layer by layer")
+    r.add_argument("run_dir", help="run directory written by `unigen train`")
+    r.add_argument("--erf", action="store_true", help="also draw the effective receptive field: RUN/figures/erf.png")
 
     d = sub.add_parser("demo", help="the `make demo` job: train small image and text models, sample, plot")
     d.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
@@ -158,6 +164,10 @@ def _eval(args, extra) -> None:
             print(f"{k}: {v}")
 
 
+def _rf(args, extra) -> None:
+    print(rf_report(args.run_dir, erf=args.erf))
+
+
 def _demo(args, extra) -> None:
     run_demo(args.out)
 
@@ -171,7 +181,7 @@ def _tokenizer(args, extra) -> None:
 
 
 COMMANDS = {"presets": _presets, "train": _train, "sample": _sample, "eval": _eval, "demo": _demo,
-            "tokenizer": _tokenizer}
+            "tokenizer": _tokenizer, "rf": _rf}
 
 
 def run(argv: list[str]) -> int:

@@ -1,7 +1,9 @@
 """The online action detector: a small CNN that turns each frame into a feature, and a temporal head (TRN, IDN,
 OadTR, the single-frame baseline or the offline bidirectional upper bound) over the features.
 
-    model.features(x)        frames (B, L, C, H, W) -> features (B, L, d), each frame on its own
+    model.features(x)        frames (B, L, C, H, W) -> features (B, L, d), each from its frame and the difference
+                             to the previous frame (a stand-in for the optical-flow stream of the papers'
+                             two-stream features; the first frame's difference is 0)
     model(x, n)              a training clip -> the head's outputs for its last n scored frames
     model.stream(x)          frame-by-frame inference over whole streams -> probabilities (B, L, K); online heads
                              keep a state of constant size (TRN: LSTM state; IDN / OadTR: the last T features)
@@ -55,7 +57,7 @@ class DetectorConfig:
 
 
 def frame_cnn(c_in: int, c: int) -> nn.Sequential:
-    """Three 3x3 convs (the last two stride 2): receptive field 11 pixels, jump 4 (`unigen rf RUN`)."""
+    """Three 3x3 convs (the last two stride 2): receptive field 9 pixels, jump 4 (`unigen rf RUN`)."""
     return nn.Sequential(nn.Conv2d(c_in, c, 3, padding=1), nn.ReLU(),
                          nn.Conv2d(c, 2 * c, 3, stride=2, padding=1), nn.ReLU(),
                          nn.Conv2d(2 * c, 2 * c, 3, stride=2, padding=1), nn.ReLU())
@@ -74,7 +76,7 @@ class OnlineDetector(nn.Module):
     def __init__(self, m: DetectorConfig, shape: tuple[int, int, int], K: int):
         super().__init__()
         c, H, W = shape
-        self.frames = frame_cnn(c, m.channels)
+        self.frames = frame_cnn(2 * c, m.channels)                                  # [frame, frame - previous]
         self.proj = nn.Sequential(nn.Flatten(), nn.Linear(2 * m.channels * ((H + 3) // 4) * ((W + 3) // 4),
                                                           m.feature), nn.ReLU())
         self.head = build_head(m, K)
@@ -84,10 +86,15 @@ class OnlineDetector(nn.Module):
     def offline(self) -> bool:
         return getattr(self.head, "offline", False)
 
+    def frame_feature(self, x_t: torch.Tensor, x_prev: torch.Tensor) -> torch.Tensor:
+        """Frame x_t (N, C, H, W) and the one before it -> feature (N, d)."""
+        return self.proj(self.frames(torch.cat([x_t, x_t - x_prev], 1)))
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Frames x (B, L, C, H, W) -> features (B, L, d), each frame encoded on its own."""
+        """Frames x (B, L, C, H, W) -> features (B, L, d); frame t sees frames t and t - 1 only."""
         B, L = x.shape[:2]
-        return self.proj(self.frames(x.flatten(0, 1))).reshape(B, L, -1)
+        prev = torch.cat([x[:, :1], x[:, :-1]], 1)                                  # (B, L, C, H, W)
+        return self.frame_feature(x.flatten(0, 1), prev.flatten(0, 1)).reshape(B, L, -1)
 
     def forward(self, x: torch.Tensor, n: int) -> dict[str, torch.Tensor]:
         return self.head.clip(self.features(x), n)
@@ -103,7 +110,7 @@ class OnlineDetector(nn.Module):
         state = self.head.init_state(x.shape[0], x.new_zeros(1, self.proj[1].out_features))
         out = []
         for t in range(x.shape[1]):
-            f_t = self.proj(self.frames(x[:, t]))                                    # (B, d)
+            f_t = self.frame_feature(x[:, t], x[:, max(t - 1, 0)])                   # (B, d): one frame kept
             s, _, state = self.head.step(f_t, state)
             out.append(torch.softmax(s, -1))
         return torch.stack(out, 1)
