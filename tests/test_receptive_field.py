@@ -112,7 +112,7 @@ def test_rf_command_prints_the_frame_cnn_table_and_draws_the_erf(tmp_path, capsy
     from unigen.cli import main
     run = str(tmp_path / "run")
     for argv in (["train", "stream-single", "--out", run, "--train.steps=1", "--train.progress=false",
-                  "--train.batch_size=2", "--data.n_train=2", "--data.n_test=1", "--data.stream_len=60"],
+                  "--train.batch_size=2", "--data.train_streams=2", "--data.test_streams=1", "--data.stream_len=60"],
                  ["rf", run, "--erf"]):
         with pytest.raises(SystemExit) as e:
             main(argv)

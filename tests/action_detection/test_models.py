@@ -75,10 +75,10 @@ def test_every_idn_weight_is_registered_and_trained():
     names = {n for n, _ in net.head.named_parameters()}
     for w in ("W_hr", "W_x0r", "W_xtz", "W_x0z", "W_xh", "W_hh", "embed", "early"):
         assert f"idu.{w}.weight" in names and f"idu.{w}.bias" in names
-    batch = load(StreamData(n_train=2, n_test=1, stream_len=60), "train").batch(torch.arange(2))
+    batch = load(StreamData(train_streams=2, test_streams=1, stream_len=60), "train").batch(torch.arange(2))
     loss, logs = TASK.loss(net, batch)
     loss.backward()
-    assert set(logs) == {"current", "early", "contrast"}
+    assert set(logs) == {"current", "frame", "early", "contrast"}
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
 
 
@@ -134,7 +134,7 @@ def test_bad_input_is_a_user_error():
     cfg = apply_overrides(get_preset("stream-trn"), ["model.window=64"])
     with pytest.raises(UserError, match="shorter than the model's training clip"):
         TASK.build(cfg, dict(INFO, stream_len=60))
-    batch = load(StreamData(n_train=2, n_test=1, stream_len=60), "train").batch(torch.arange(2))
+    batch = load(StreamData(train_streams=2, test_streams=1, stream_len=60), "train").batch(torch.arange(2))
     batch["y"][0, 3] = 9
     with pytest.raises(UserError, match=r"class ids in \[0, 6\)"):
         TASK.loss(small("trn"), batch)

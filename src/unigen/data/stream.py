@@ -38,15 +38,15 @@ class StreamData:
     """`data.*` options of the procedural action streams."""
 
     name: str = "stream"
-    n_train: int = 64           # training streams
-    n_test: int = 16            # test streams
+    train_streams: int = 64     # training streams
+    test_streams: int = 16      # test streams
     stream_len: int = 400       # frames per stream
-    noise: float = 0.5          # std of the Gaussian pixel noise ([-1, 1] scale)
+    noise: float = 0.3          # std of the Gaussian pixel noise ([-1, 1] scale)
     seed: int = 0
 
     def check(self) -> None:
-        options.positive("data.n_train", self.n_train)
-        options.positive("data.n_test", self.n_test)
+        options.positive("data.train_streams", self.train_streams)
+        options.positive("data.test_streams", self.test_streams)
         options.non_negative("data.noise", self.noise)
         options.seed("data.seed", self.seed)
         if self.stream_len < 2 * MAX_SEG:
@@ -100,7 +100,7 @@ def render(state: np.ndarray, noise: float, rng: np.random.Generator) -> np.ndar
 
 def _streams(cfg: StreamData, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rng = np.random.Generator(np.random.PCG64(split_seed(cfg.seed, split, "stream")))
-    n = cfg.n_train if split == "train" else cfg.n_test
+    n = cfg.train_streams if split == "train" else cfg.test_streams
     xs, ys, ambs = [], [], []
     for _ in range(n):
         y, dyn, strength, amb = labels_of(rng, cfg.stream_len)
@@ -114,7 +114,7 @@ def load_stream(cfg: StreamData, split: str) -> Dataset:
     """The `split` streams: `{"x": (N, L, 1, 16, 16), "y": (N, L), "ambiguous": (N, L)}`."""
     check_split(split)
     cfg.check()
-    key = ("stream", split, cfg.n_train, cfg.n_test, cfg.stream_len, cfg.noise, cfg.seed)
+    key = ("stream", split, cfg.train_streams, cfg.test_streams, cfg.stream_len, cfg.noise, cfg.seed)
     x, y, amb = cached(key, lambda: _streams(cfg, split))
     info = {"name": "stream", "split": split, "shape": (1, SIDE, SIDE), "num_classes": len(CLASSES),
             "classes": list(CLASSES), "stream_len": cfg.stream_len}

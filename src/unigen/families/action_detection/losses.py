@@ -4,6 +4,9 @@ window's history), the n scored frames, and l_d frames after them whose labels t
     current     cross-entropy of each scored frame's scores against its label           (every model)
     future      cross-entropy of the i-th anticipated step against the label i+1 frames ahead, i < l_d
                 (TRN's decoder, OadTR's decoder; Xu et al. Sec. 3.3, Wang et al. eq. 8)
+    frame       cross-entropy of a linear classifier of each frame's own feature (every model): it trains the
+                frame CNN on single frames, the stand-in for the papers' features from a per-frame trained
+                two-stream network, so that every head starts from the same kind of features
     early       IDN's early-embedding cross-entropy on every window frame (Eun et al. Sec. 3.2)
     contrast    IDN's contrastive loss between x~_t and x~_0: d^2 for same labels, max(0, m - d)^2 otherwise
 
@@ -50,6 +53,8 @@ def detection_loss(out: dict[str, torch.Tensor], y: torch.Tensor, ambiguous: tor
     lab = masked_labels(y, ambiguous)
     first = T - 1
     terms = {"current": ce(out["scores"], lab[:, first: first + n])}
+    if "frame" in out:                                                                # (B, T - 1 + n, K)
+        terms["frame"] = ce(out["frame"], lab[:, : first + n])
     if "future" in out:                                                               # (B, n, l_d, K)
         ahead = torch.stack([lab[:, first + 1 + i: first + 1 + i + n] for i in range(l_d)], 2)   # (B, n, l_d)
         terms["future"] = ce(out["future"], ahead)

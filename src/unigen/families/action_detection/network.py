@@ -79,6 +79,7 @@ class OnlineDetector(nn.Module):
         self.frames = frame_cnn(2 * c, m.channels)                                  # [frame, frame - previous]
         self.proj = nn.Sequential(nn.Flatten(), nn.Linear(2 * m.channels * ((H + 3) // 4) * ((W + 3) // 4),
                                                           m.feature), nn.ReLU())
+        self.frame_head = nn.Linear(m.feature, K)    # per-frame classifier: trains the CNN on single frames
         self.head = build_head(m, K)
         self.arch, self.window, self.K = m.arch, m.window, K
 
@@ -97,7 +98,10 @@ class OnlineDetector(nn.Module):
         return self.frame_feature(x.flatten(0, 1), prev.flatten(0, 1)).reshape(B, L, -1)
 
     def forward(self, x: torch.Tensor, n: int) -> dict[str, torch.Tensor]:
-        return self.head.clip(self.features(x), n)
+        """The head's outputs for the last n scored frames of clip x, and "frame": the per-frame classifier's
+        scores (B, T - 1 + n, K) of the history and scored frames (never of look-ahead frames)."""
+        f = self.features(x)
+        return {**self.head.clip(f, n), "frame": self.frame_head(f[:, : self.window - 1 + n])}
 
     @torch.no_grad()
     def stream(self, x: torch.Tensor) -> torch.Tensor:

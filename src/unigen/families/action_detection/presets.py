@@ -5,12 +5,12 @@ from unigen.config import Config, SampleConfig, TrainConfig
 from unigen.data.stream import StreamData
 from unigen.families.action_detection.network import DetectorConfig
 
-STEPS = 1500
+STEPS = 800
 
 
 def _stream(preset: str, arch: str, **model) -> Config:
     return Config(task="action_detection", preset=preset, data=StreamData(), model=DetectorConfig(arch=arch, **model),
-                  train=TrainConfig(steps=STEPS, batch_size=16, lr=1e-3, warmup_steps=50, weight_decay=0.01,
+                  train=TrainConfig(steps=STEPS, batch_size=16, lr=2e-3, warmup_steps=50, weight_decay=0.01,
                                     ema_decay=0.0, ckpt_every=STEPS, log_every=50),
                   sample=SampleConfig())
 
