@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from unigen import run
 from unigen.config import apply_overrides
 from unigen.data import load
 from unigen.data.stream import BLINK, DIM, JITTER, MOVES, SIDE, StreamData, labels_of, trajectory
@@ -12,6 +13,7 @@ from unigen.errors import UserError
 from unigen.families.action_detection.losses import IGNORE, detection_loss
 from unigen.families.action_detection.network import OnlineDetector
 from unigen.families.action_detection.task import TASK, crop
+from unigen.families.action_detection.presets import PRESETS
 from unigen.registry import get_preset
 
 ONLINE = ("trn", "idn", "oadtr", "single")
@@ -138,3 +140,12 @@ def test_bad_input_is_a_user_error():
     batch["y"][0, 3] = 9
     with pytest.raises(UserError, match=r"class ids in \[0, 6\)"):
         TASK.loss(small("trn"), batch)
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_every_preset_trains_two_steps_and_evaluates(preset, tmp_path):
+    cfg = apply_overrides(get_preset(preset), ["train.steps=2", "train.batch_size=2", "train.progress=false",
+                                               "data.train_streams=2", "data.test_streams=1", "data.stream_len=60"])
+    run.train(cfg, tmp_path / "run")
+    metrics = TASK.evaluate(run.load(tmp_path / "run"), cfg, run_dir=tmp_path / "run", quick=True)
+    assert 0 <= metrics["mAP"] <= 1 and 0 <= metrics["cAP"] <= 1 and metrics["frames_per_s"] > 0
