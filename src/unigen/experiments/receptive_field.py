@@ -15,7 +15,7 @@ from torch import nn
 
 from unigen.data import load as load_data
 from unigen.errors import UserError
-from unigen.metrics.receptive_field import CONVS, effective_rf, format_table, layers_of, rf_table
+from unigen.metrics.receptive_field import CONVS, Row, effective_rf, format_table, layers_of, rf_table
 from unigen.plot import figure
 from unigen.run import load, read_config
 
@@ -30,16 +30,20 @@ def conv_stacks(model: nn.Module) -> list[tuple[str, nn.Sequential]]:
     return found
 
 
-def erf_picture(stack: nn.Sequential, x: torch.Tensor, r: int, path: Path) -> Path:
-    """Luo et al.'s ERF of `stack` averaged over images x (B, C, H, W), with the theoretical field as a square."""
+def erf_picture(stack: nn.Sequential, x: torch.Tensor, row: Row, path: Path) -> Path:
+    """Luo et al.'s ERF of `stack`'s centre output unit averaged over images x (B, C, H, W), with the theoretical
+    field of that unit (the table's last `row`: centre start + i jump, side r) as a square."""
     erf = effective_rf(stack, x).cpu()
-    h, w = erf.shape
+    with torch.no_grad():
+        out_hw = stack(x[:1]).shape[-2:]
+    (cy, cx) = [row.start[a] + (out_hw[a] // 2) * row.j[a] for a in (0, 1)]
+    r = row.r[0]
     with figure(path, size=(4.5, 4)) as ax:
         im = ax.imshow(erf.numpy(), cmap="magma")
         ax.figure.colorbar(im, ax=ax, fraction=0.046)
         half = (r - 1) / 2
-        ax.plot([w // 2 - half - 0.5 + dx for dx in (0, r, r, 0, 0)],
-                [h // 2 - half - 0.5 + dy for dy in (0, 0, r, r, 0)], color="cyan", lw=1)
+        ax.plot([cx - half - 0.5 + dx for dx in (0, r, r, 0, 0)],
+                [cy - half - 0.5 + dy for dy in (0, 0, r, r, 0)], color="cyan", lw=1)
         ax.set_title(f"effective RF (|grad|, mean of {len(x)} inputs); square: theoretical r={r}", fontsize=8)
     return path
 
@@ -59,7 +63,7 @@ def rf_report(run_dir: str | Path, erf: bool = False) -> str:
             parts.append(f"{name}: {e}")
             continue
         parts.append(f"{name}:\n{format_table(rows)}")
-        first = first or (stack, rows[-1].r[0])
+        first = first or (stack, rows[-1])
     if erf and first:
         cfg = read_config(run_dir)
         data = load_data(cfg.data, "test")
@@ -67,7 +71,7 @@ def rf_report(run_dir: str | Path, erf: bool = False) -> str:
         if x.dim() == 5:                                  # streams: frames, with the channels the stack expects
             x = x.flatten(0, 1)[:256]
         c_in = next(m for m in first[0].modules() if isinstance(m, CONVS)).in_channels
-        x = x.repeat(1, c_in // x.shape[1], 1, 1) if c_in != x.shape[1] else x
+        x = x.repeat(1, c_in // x.shape[1], 1, 1) if c_in != x.shape[1] else x   # the frame on every channel
         device = next(model.parameters()).device
         path = erf_picture(first[0], x.to(device), first[1], run_dir / "figures" / "erf.png")
         parts.append(f"effective receptive field: {path}")
