@@ -149,3 +149,14 @@ def test_every_preset_trains_two_steps_and_evaluates(preset, tmp_path):
     run.train(cfg, tmp_path / "run")
     metrics = TASK.evaluate(run.load(tmp_path / "run"), cfg, run_dir=tmp_path / "run", quick=True)
     assert 0 <= metrics["mAP"] <= 1 and 0 <= metrics["cAP"] <= 1 and metrics["frames_per_s"] > 0
+
+
+def test_detect_returns_the_runs_of_predicted_actions():
+    net = small("single")
+    labels = torch.tensor([[0, 2, 2, 2, 0, 0, 5, 5], [1, 1, 0, 0, 0, 0, 0, 3]])
+    probs = torch.nn.functional.one_hot(labels, 6).float() * 0.5 + 0.5 / 6        # argmax = labels
+    net.stream = lambda x: probs[: len(x)]
+    found = TASK.detect(net, None, {"x": frames(L=8)})
+    assert [(d["stream"], d["start"], d["end"], d["class"]) for d in found] == \
+        [(0, 1, 4, 2), (0, 6, 8, 5), (1, 0, 2, 1), (1, 7, 8, 3)]
+    assert all(d["score"] == pytest.approx(0.5 + 0.5 / 6) for d in found)
