@@ -14,6 +14,7 @@ from unigen.data.images import DigitsData, MnistData, from_uint8, load_digits, l
 from unigen.data.pixels import MnistPixelsData, from_pixel_tokens, load_mnist_pixels, to_pixel_tokens
 from unigen.data.registry import DATASETS, DEFAULT_DATASET, DatasetEntry, load, make_options
 from unigen.data.shapes import ShapesData, load_shapes
+from unigen.data.stream import StreamData, load_stream
 from unigen.data.text import TextData, load_text
 from unigen.data.tokenizer import BPETokenizer, ByteTokenizer, Tokenizer, load_tokenizer
 from unigen.data.toy2d import TOY2D_STATS, TOYS, Toy2dData, load_toy2d, sample_toy2d, toy2d_log_density
@@ -23,5 +24,4 @@ __all__ = ["DATASETS", "DEFAULT_DATASET", "SPLITS", "BPETokenizer", "ByteTokeniz
            "check_split", "from_uint8", "load", "load_digits", "load_mnist", "load_shapes", "load_text", "load_toy2d",
            "load_tokenizer", "make_options", "resize", "sample_toy2d", "to_uint8", "toy2d_log_density"]
 __all__ += ["MnistPixelsData", "from_pixel_tokens", "load_mnist_pixels", "to_pixel_tokens"]
-from unigen.data.stream import StreamData, load_stream  # noqa: E402
 __all__ += ["StreamData", "load_stream"]
