@@ -15,9 +15,10 @@ from unigen.task import samplers
 
 # Small overrides so each preset's smoke run takes seconds; sizes stay the preset's own unless listed.
 FAST = ["--train.steps=2", "--train.batch_size=8", "--train.progress=false", "--sample.n=4"]
-DATASETS = {"toy2d", "digits", "mnist", "text", "shapes", "words", "mnist-pixels", "scenes"}
+DATASETS = {"toy2d", "digits", "mnist", "text", "shapes", "words", "mnist-pixels", "scenes", "stream"}
 SMOKE = {"toy2d": "toy2d-edm", "digits": "mlp-digits", "mnist": "vit-mnist", "text": "text-mdlm",
-         "shapes": "mlp-shapes", "words": "text-word2vec", "mnist-pixels": "mnist-pixel-ar", "scenes": "shapes-detr"}
+         "shapes": "mlp-shapes", "words": "text-word2vec", "mnist-pixels": "mnist-pixel-ar", "scenes": "shapes-detr",
+         "stream": "stream-trn"}
 SMALLER = {"mnist-pixel-ar": ["--data.image_size=8"]}   # eval scores every test image: 64 pixels each, not 784
 SMALLER["shapes-detr"] = ["--data.n_train=64", "--data.image_size=16"]   # eval scores all 1,000 test scenes
 

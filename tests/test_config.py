@@ -18,7 +18,7 @@ import unigen.config
 from unigen.config import Config, DataConfig, apply_overrides, validate
 from unigen.data import (DATASETS, DatasetEntry, Dataset, DigitsData, MnistData, ShapesData, TextData, Toy2dData, load,
                          make_options)
-from unigen.data import MnistPixelsData, ScenesData
+from unigen.data import MnistPixelsData, ScenesData, StreamData
 from unigen.data.words import WordsData
 from unigen.errors import UserError
 from unigen.registry import TASKS, get_preset
@@ -35,7 +35,8 @@ class TinyModel:
 # A valid value different from the default for every field of every dataset.
 NON_DEFAULT = {"toy": "rings", "n_train": 300, "path": "notes.txt", "tokenizer": "bpe", "vocab_size": 300,
                "seq_len": 64, "image_size": 16, "seed": 7, "corpus": "stdlib", "min_count": 2, "chunk": 500,
-               "max_shapes": 2, "holdout": "red circle"}
+               "max_shapes": 2, "holdout": "red circle",
+               "imbalance": 2.0, "train_streams": 5, "test_streams": 3, "stream_len": 50, "noise": 0.1}
 # The one DataConfig of every config.json written before datasets had their own options (its defaults).
 OLD_DATA = {"name": "mnist", "toy": "moons", "n_train": 0, "path": "", "tokenizer": "byte", "vocab_size": 512,
             "seq_len": 128, "image_size": 0, "seed": 0}
@@ -59,7 +60,7 @@ def test_registry_entries_and_exported_classes():
     assert {n: e.options for n, e in DATASETS.items()} == {"toy2d": Toy2dData, "digits": DigitsData,
                                                            "mnist": MnistData, "text": TextData, "shapes": ShapesData,
                                                            "words": WordsData, "mnist-pixels": MnistPixelsData,
-                                                           "scenes": ScenesData}
+                                                           "scenes": ScenesData, "stream": StreamData}
     for name, entry in DATASETS.items():
         opts = entry.options()
         assert opts.name == name and own_fields(entry.options)[0] == "name"
@@ -77,7 +78,7 @@ def test_compatibility_factory_returns_the_dataset_class():
     msg = error(lambda: DataConfig(name="mnist", toy="rings"))
     assert msg == "dataset 'mnist' has no option 'toy'; it has name, image_size"
     assert error(lambda: DataConfig(name="nope")) == \
-        "data.name='nope' is not one of: toy2d, digits, mnist, text, shapes, words, mnist-pixels, scenes"
+        "data.name='nope' is not one of: toy2d, digits, mnist, text, shapes, words, mnist-pixels, scenes, stream"
 
 
 def test_load_rejects_unknown_or_mismatched_options():
@@ -197,14 +198,14 @@ def test_unknown_data_key_lists_only_the_current_datasets_keys():
                   "the mnist dataset has data.name, data.image_size"
     msg = error(lambda: apply_overrides(get_preset("mlp-digits"), ["data.image_sise=4"]))
     assert msg == "unknown key 'data.image_sise': did you mean 'data.image_size'? " \
-                  "the digits dataset has data.name, data.image_size, data.seed"
+                  "the digits dataset has data.name, data.image_size, data.seed, data.imbalance"
     msg = error(lambda: apply_overrides(get_preset("text-mdlm"), ["data.colour=red"]))
     assert msg.endswith("the text dataset has data.name, data.path, data.tokenizer, data.vocab_size, data.seq_len")
 
 
 def test_unknown_dataset_name_is_an_error():
     assert error(lambda: apply_overrides(get_preset("mnist-edm"), ["data.name=imagenet"])) == \
-        "data.name='imagenet' is not one of: toy2d, digits, mnist, text, shapes, words, mnist-pixels, scenes"
+        "data.name='imagenet' is not one of: toy2d, digits, mnist, text, shapes, words, mnist-pixels, scenes, stream"
 
 
 # ---- config.json --------------------------------------------------------------------------------------------
@@ -249,7 +250,7 @@ def test_data_section_errors_in_config_json():
     def load_data(data):
         return lambda: Config.from_dict({"data": data}, TinyModel)
     assert error(load_data({"name": "imagenet"})) == "config.json: data.name='imagenet' is not one of: toy2d, " \
-                                                     "digits, mnist, text, shapes, words, mnist-pixels, scenes"
+                                                     "digits, mnist, text, shapes, words, mnist-pixels, scenes, stream"
     assert "data.name=['mnist'] is not one of" in error(load_data({"name": ["mnist"]}))
     assert error(load_data({"name": "mnist", "colour": 1})) == "config.json has an unknown key 'data.colour'"
     assert error(load_data({"name": "mnist", "image_size": "8"})) == \

@@ -10,6 +10,7 @@
     unigen demo [--out DIR]
     unigen serve [ROOT or RUN_DIR ...] [--host 127.0.0.1] [--port 8000] [--workers 1]
     unigen detect RUN_DIR --image FILE [--threshold P] [--out FILE]
+    unigen rf RUN_DIR [--erf]
     unigen tokenizer train FILE --vocab-size N --out DIR | unigen tokenizer encode DIR TEXT
 
 A user error (or a file-system refusal: permissions, disk full) prints one line `error: ...` on stderr and exits
@@ -29,6 +30,7 @@ from unigen.data.text import read_text_file
 from unigen.data.tokenizer import OwnBPETokenizer, load_tokenizer
 from unigen.errors import UserError
 from unigen.experiments.demo import run_demo
+from unigen.experiments.receptive_field import rf_report
 from unigen.registry import PRESETS, describe, get_preset
 from unigen.run import detect, evaluate, read_config, sample, train
 from unigen.serve.app import serve
@@ -62,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_serve(sub)
     _add_detect(sub)
+    _add_rf(sub)
     _add_tokenizer(sub)
     return p
 
@@ -124,6 +127,12 @@ def _add_serve(sub) -> None:
     v.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     v.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     v.add_argument("--workers", type=int, default=1, help="generations run at once; more wait in a queue (default 1)")
+
+
+def _add_rf(sub) -> None:
+    r = sub.add_parser("rf", help="receptive field of each conv stack of a trained run, layer by layer")
+    r.add_argument("run_dir", help="run directory written by `unigen train`")
+    r.add_argument("--erf", action="store_true", help="also draw the effective receptive field: RUN/figures/erf.png")
 
 
 def _add_detect(sub) -> None:
@@ -222,6 +231,10 @@ def _detect(args, extra) -> None:
     print(json.dumps(detect(args.run_dir, args.image, out=args.out, threshold=args.threshold), indent=2))
 
 
+def _rf(args, extra) -> None:
+    print(rf_report(args.run_dir, erf=args.erf))
+
+
 def _demo(args, extra) -> None:
     run_demo(args.out)
 
@@ -239,7 +252,7 @@ def _tokenizer(args, extra) -> None:
 
 
 COMMANDS = {"presets": _presets, "train": _train, "sample": _sample, "eval": _eval, "demo": _demo,
-            "tokenizer": _tokenizer, "serve": _serve, "detect": _detect}
+            "tokenizer": _tokenizer, "serve": _serve, "detect": _detect, "rf": _rf}
 
 
 def run(argv: list[str]) -> int:

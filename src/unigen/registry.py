@@ -10,6 +10,8 @@ from unigen.config import Config
 from unigen.errors import UserError
 from unigen.families.autoencoders import presets as autoencoder_presets
 from unigen.families.autoencoders import task as autoencoders
+from unigen.families.action_detection import presets as action_presets
+from unigen.families.action_detection import task as action_task
 from unigen.families.classify import presets as classify_presets
 from unigen.families.classify import task as classify
 from unigen.families.continuous_diffusion import presets as diffusion_presets
@@ -35,6 +37,7 @@ TASKS = {
     "autoencoders": autoencoders.TASK,
     "code_prior": autoencoders.PRIOR_TASK,
     "latent_diffusion": latent_diffusion.TASK,
+    "action_detection": action_task.TASK,
 }
 
 PRESETS: dict[str, Callable[[], Config]] = {
@@ -48,6 +51,7 @@ PRESETS: dict[str, Callable[[], Config]] = {
     **detection_presets.PRESETS,
     **autoencoder_presets.PRESETS,
     **latent_diffusion_presets.PRESETS,
+    **action_presets.PRESETS,
 }
 
 

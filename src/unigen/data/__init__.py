@@ -15,6 +15,7 @@ from unigen.data.pixels import MnistPixelsData, from_pixel_tokens, load_mnist_pi
 from unigen.data.registry import DATASETS, DEFAULT_DATASET, DatasetEntry, load, make_options
 from unigen.data.scenes import ScenesData, load_scenes
 from unigen.data.shapes import ShapesData, load_shapes
+from unigen.data.stream import StreamData, load_stream
 from unigen.data.text import TextData, load_text
 from unigen.data.tokenizer import BPETokenizer, ByteTokenizer, Tokenizer, load_tokenizer
 from unigen.data.toy2d import TOY2D_STATS, TOYS, Toy2dData, load_toy2d, sample_toy2d, toy2d_log_density
@@ -25,3 +26,4 @@ __all__ = ["DATASETS", "DEFAULT_DATASET", "SPLITS", "BPETokenizer", "ByteTokeniz
            "load_tokenizer", "make_options", "resize", "sample_toy2d", "to_uint8", "toy2d_log_density"]
 __all__ += ["MnistPixelsData", "from_pixel_tokens", "load_mnist_pixels", "to_pixel_tokens"]
 __all__ += ["ScenesData", "load_scenes"]
+__all__ += ["StreamData", "load_stream"]

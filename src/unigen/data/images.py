@@ -7,6 +7,7 @@ shrinking).
 from __future__ import annotations
 
 import importlib.util
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,10 +59,13 @@ class DigitsData:
     name: str = "digits"
     image_size: int = 0         # resize to this side (0 = native 8)
     seed: int = 0               # seed of the stratified train/test split
+    imbalance: float = 1.0      # train split only: class c keeps a fraction imbalance^(-c/9) of its images (1: all)
 
     def check(self) -> None:
         options.non_negative("data.image_size", self.image_size)
         options.seed("data.seed", self.seed)
+        if not self.imbalance >= 1:
+            raise UserError(f"data.imbalance must be >= 1 (1 = balanced), got {self.imbalance}")
 
 
 def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
@@ -79,13 +83,23 @@ def _digits_split(seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(tr), np.sort(te)
 
 
+def long_tail(idx: np.ndarray, y: np.ndarray, ratio: float) -> np.ndarray:
+    """The exponential long-tail profile of Cui et al. (CVPR 2019): class c of K keeps its first
+    ceil(n_c ratio^(-c / (K - 1))) items, so the most frequent class has `ratio` times as many as the rarest."""
+    if ratio == 1:
+        return idx
+    k = int(y.max()) + 1
+    keep = [idx[y == c][: math.ceil((y == c).sum() * ratio ** (-c / (k - 1)))] for c in range(k)]
+    return np.sort(np.concatenate(keep))
+
+
 def load_digits(cfg: DigitsData, split: str) -> Dataset:
     """scikit-learn's 1,797 real 8x8 digits: `{"x": (N, 1, 8, 8) in [-1, 1], "y": (N,) long}`."""
     check_split(split)
     cfg.check()
     images, labels = cached(("digits",), _digits_arrays)
     tr, te = cached(("digits-split", cfg.seed), lambda: _digits_split(cfg.seed))
-    sel = tr if split == "train" else te
+    sel = long_tail(tr, labels[tr], cfg.imbalance) if split == "train" else te
     x = torch.from_numpy(images[sel].astype(np.float32) / 8 - 1)[:, None]     # (N, 1, 8, 8), 0..16 -> [-1, 1]
     y = torch.from_numpy(labels[sel].copy())                                    # (N,)
     return _image_dataset("digits", split, x, y, cfg.image_size)

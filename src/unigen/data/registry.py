@@ -13,6 +13,7 @@ from unigen.data.images import DigitsData, MnistData, load_digits, load_mnist
 from unigen.data.pixels import MnistPixelsData, load_mnist_pixels
 from unigen.data.scenes import ScenesData, load_scenes
 from unigen.data.shapes import ShapesData, load_shapes
+from unigen.data.stream import StreamData, load_stream
 from unigen.data.text import TextData, load_text
 from unigen.data.toy2d import Toy2dData, load_toy2d
 from unigen.data.words import WordsData, load_words
@@ -68,6 +69,7 @@ DATASETS: dict[str, DatasetEntry] = {
     "words": DatasetEntry(WordsData, load_words),
     "mnist-pixels": DatasetEntry(MnistPixelsData, load_mnist_pixels),
     "scenes": DatasetEntry(ScenesData, load_scenes),
+    "stream": DatasetEntry(StreamData, load_stream),
 }
 DEFAULT_DATASET = "toy2d"
 

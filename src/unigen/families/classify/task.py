@@ -15,6 +15,7 @@ from torch import nn
 from unigen.config import Config
 from unigen.data import load as load_data
 from unigen.errors import UserError
+from unigen.families.classify.surrogates import METRICS, soft_macro_f1, surrogate_loss
 from unigen.metrics.classification import accuracy, cross_entropy
 from unigen.models.vit import ViT, vit_config
 from unigen.task import Task, unwrap
@@ -30,6 +31,9 @@ class ClassifierConfig:
     hidden: int = 256           # mlp: hidden width
     dropout: float = 0.0
     shift: int = 0              # training augmentation: random translation by up to `shift` pixels (0: none)
+    loss: str = "ce"            # ce | soft_accuracy | soft_macro_f1 | soft_micro_f1 (surrogates.py)
+    surrogate_weight: float = 1.0   # w in (1 - w) CE + w (1 - soft metric); unused with loss=ce
+    temperature: float = 1.0    # tau of the surrogate's softmax(z / tau); -> 0 approaches the exact metric
 
 
 class MLPClassifier(nn.Module):
@@ -68,19 +72,35 @@ class ClassifyTask(Task):
                                  pos=m.pos, dropout=m.dropout))
         else:
             raise UserError(f"model.arch={m.arch!r} is not one of: vit, mlp")
+        if m.loss != "ce" and m.loss not in METRICS:
+            raise UserError(f"model.loss={m.loss!r} is not one of: ce, {', '.join(METRICS)}")
+        if not (0 <= m.surrogate_weight <= 1 and m.temperature > 0):
+            raise UserError(f"model.surrogate_weight must be in [0, 1] and model.temperature > 0, "
+                            f"got {m.surrogate_weight} and {m.temperature}")
         net.train_shift = m.shift  # read by `loss`; a training policy, not a weight
+        net.train_loss = (m.loss, m.temperature, m.surrogate_weight)
         return net
 
     def loss(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
         x = random_shift(batch["x"], getattr(unwrap(model), "train_shift", 0))
-        return cross_entropy(model(x), batch["y"])  # logits (B, K)
+        metric, tau, w = getattr(unwrap(model), "train_loss", ("ce", 1.0, 1.0))
+        logits = model(x)                                                       # (B, K)
+        ce, logs = cross_entropy(logits, batch["y"])
+        return (ce, logs) if metric == "ce" else (surrogate_loss(logits, batch["y"], metric, tau, w), logs)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, cfg: Config, *, run_dir: Path, quick: bool = False, **kw) -> dict:
         if kw:
             raise UserError(f"classification eval has no option(s) {', '.join(kw)}")
         data = load_data(cfg.data, "test")
-        return {"accuracy": accuracy(model, data, limit=2000 if quick else None)}
+        n = min(len(data), 2000) if quick else len(data)
+        b = data.batch(torch.arange(n))
+        model.eval()
+        device = next(model.parameters()).device
+        pred = torch.cat([model(x.to(device)).argmax(-1).cpu() for x in b["x"].split(500)])   # (n,)
+        k = data.info["num_classes"]
+        return {"accuracy": accuracy(model, data, limit=n),
+                "macro_f1": soft_macro_f1(F.one_hot(pred, k).double(), F.one_hot(b["y"], k)).item()}
 
 
 def random_shift(x: torch.Tensor, k: int) -> torch.Tensor:

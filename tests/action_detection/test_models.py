@@ -1,0 +1,162 @@
+"""The online action detectors: causality (future frames never change past outputs), frame-by-frame streaming equal
+to the clip computation with a state of constant size, IDN's weights all trained, the loss's label alignment,
+the stream data's dynamics, and bad input."""
+import numpy as np
+import pytest
+import torch
+
+from unigen import run
+from unigen.config import apply_overrides
+from unigen.data import load
+from unigen.data.stream import BLINK, DIM, JITTER, MOVES, SIDE, StreamData, labels_of, trajectory
+from unigen.errors import UserError
+from unigen.families.action_detection.losses import IGNORE, detection_loss
+from unigen.families.action_detection.network import OnlineDetector
+from unigen.families.action_detection.task import TASK, crop
+from unigen.families.action_detection.presets import PRESETS
+from unigen.registry import get_preset
+
+ONLINE = ("trn", "idn", "oadtr", "single")
+INFO = {"shape": (1, 16, 16), "num_classes": 6, "stream_len": 400, "classes": ["bg", "a", "b", "c", "d", "e"]}
+
+
+def small(arch: str) -> OnlineDetector:
+    cfg = apply_overrides(get_preset("stream-trn"), [f"model.arch={arch}", "model.window=5", "model.clip_frames=4",
+                                                     "model.anticipation=2", "model.hidden=16", "model.feature=8",
+                                                     "model.channels=4", "model.enc_layers=1"])
+    torch.manual_seed(0)
+    return TASK.build(cfg, INFO).eval()
+
+
+def frames(B=2, L=12, seed=0):
+    return torch.randn(B, L, 1, 16, 16, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("arch", ONLINE)
+def test_future_frames_never_change_past_outputs(arch):
+    net, x = small(arch), frames()
+    y = x.clone()
+    y[:, 7:] = torch.randn_like(y[:, 7:])                         # a different future from frame 7 on
+    p, q = net.stream(x), net.stream(y)
+    assert torch.equal(p[:, :7], q[:, :7]) and not torch.allclose(p[:, 7:], q[:, 7:])
+
+
+def test_the_offline_model_does_see_the_future():
+    """The same check on the bidirectional upper bound fails, as it must: the causality test has power."""
+    net, x = small("bidirectional"), frames()
+    y = x.clone()
+    y[:, 7:] = torch.randn_like(y[:, 7:])
+    assert not torch.allclose(net.stream(x)[:, :7], net.stream(y)[:, :7])
+    with pytest.raises(UserError, match="streaming"):
+        net.head.init_state(2, x)
+
+
+@pytest.mark.parametrize("arch", ONLINE)
+def test_streaming_equals_the_clip_computation(arch):
+    """Frame by frame from a fresh state = the training-time computation over the whole prefix (zero-padded
+    windows for IDN / OadTR, an LSTM from a zero state for TRN)."""
+    net, x = small(arch), frames(L=10)
+    with torch.no_grad():
+        clip = torch.softmax(net(x, 10)["scores"], -1)
+    torch.testing.assert_close(net.stream(x), clip, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("arch", ("trn", "idn", "oadtr"))
+def test_streaming_state_has_constant_size(arch):
+    net = small(arch)
+    state = net.head.init_state(2, torch.zeros(1, 8))
+    sizes = [tuple(s.shape) for s in state]
+    with torch.no_grad():
+        for t in range(30):
+            _, _, state = net.head.step(torch.randn(2, 8), state)
+    assert [tuple(s.shape) for s in state] == sizes
+
+
+def test_every_idn_weight_is_registered_and_trained():
+    net = small("idn").train()
+    names = {n for n, _ in net.head.named_parameters()}
+    for w in ("W_hr", "W_x0r", "W_xtz", "W_x0z", "W_xh", "W_hh", "embed", "early"):
+        assert f"idu.{w}.weight" in names and f"idu.{w}.bias" in names
+    batch = load(StreamData(train_streams=2, test_streams=1, stream_len=60), "train").batch(torch.arange(2))
+    loss, logs = TASK.loss(net, batch)
+    loss.backward()
+    assert set(logs) == {"current", "frame", "early", "contrast"}
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
+
+
+def test_future_terms_are_aligned_with_the_labels_ahead():
+    """Logits that put all mass on the label i+1 frames ahead give a ~zero loss; shifted by one they do not."""
+    T, n, l_d, K = 3, 4, 2, 3
+    y = torch.tensor([[0, 1, 2, 2, 1, 0, 1, 2, 0]])                      # T - 1 + n + l_d = 8 frames
+    y = torch.cat([y[:, :8]], 1)
+    amb = torch.zeros_like(y, dtype=torch.bool)
+    big = 50.0
+
+    def out(shift):
+        cur = torch.nn.functional.one_hot(y[:, T - 1: T - 1 + n], K).float() * big
+        fut = torch.stack([torch.nn.functional.one_hot(y[:, T + i + shift: T + i + shift + n], K)
+                           for i in range(l_d)], 2).float() * big
+        return {"scores": cur, "future": fut}
+    assert detection_loss(out(0), y, amb, T, n, l_d)[0] < 1e-6
+    assert detection_loss(out(-1), y, amb, T, n, l_d)[1]["future"] > 1
+    amb[:, T - 1] = True                                               # an ambiguous scored frame carries no loss
+    wrong = out(0)
+    wrong["scores"][0, 0] = wrong["scores"][0, 0].roll(1)
+    assert detection_loss(wrong, y, amb, T, n, l_d)[1]["current"] < 1e-6 and IGNORE < 0
+
+
+def test_crop_takes_each_streams_own_window():
+    t = torch.arange(20).reshape(2, 10)
+    assert crop(t, torch.tensor([1, 6]), 3).tolist() == [[1, 2, 3], [16, 17, 18]]
+
+
+def test_stream_dynamics_move_the_blob_as_labelled():
+    g = np.random.Generator(np.random.PCG64(0))
+    y, dyn, strength, amb = labels_of(g, 2000)
+    state = trajectory(g, y, dyn, strength)
+    step = (state[1:, :2] - state[:-1, :2] + SIDE / 2) % SIDE - SIDE / 2    # torus displacement per frame
+    for c, (dx, dy) in MOVES.items():
+        full, ramp = (y[1:] == c) & ~amb[1:], (y[1:] == c) & amb[1:]
+        assert full.any() and np.allclose(step[full], [dx, dy]) and np.allclose(step[ramp], [dx / 2, dy / 2])
+    still = (dyn[1:] == 0)
+    assert np.abs(step[still]).max() <= JITTER                             # background only jitters
+    change = np.diff(np.r_[0, y]) != 0
+    assert (amb == change).all()                          # exactly the onsets and the first frames after an action
+    blink = (y == BLINK) & ~amb
+    odd = blink & (np.arange(2000) % 2 == 1)
+    even = blink & (np.arange(2000) % 2 == 0) & np.r_[False, blink[:-1]]
+    assert np.allclose(state[odd, 2] / state[np.nonzero(odd)[0] - 1, 2], DIM)
+    assert even.any() and np.allclose(state[even, 2] / state[np.nonzero(even)[0] - 1, 2], 1 / DIM)
+
+
+def test_bad_input_is_a_user_error():
+    net = small("oadtr")
+    with pytest.raises(UserError, match="shorter than the model's window"):
+        net.stream(frames(L=3))
+    cfg = apply_overrides(get_preset("stream-trn"), ["model.window=64"])
+    with pytest.raises(UserError, match="shorter than the model's training clip"):
+        TASK.build(cfg, dict(INFO, stream_len=60))
+    batch = load(StreamData(train_streams=2, test_streams=1, stream_len=60), "train").batch(torch.arange(2))
+    batch["y"][0, 3] = 9
+    with pytest.raises(UserError, match=r"class ids in \[0, 6\)"):
+        TASK.loss(small("trn"), batch)
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_every_preset_trains_two_steps_and_evaluates(preset, tmp_path):
+    cfg = apply_overrides(get_preset(preset), ["train.steps=2", "train.batch_size=2", "train.progress=false",
+                                               "data.train_streams=2", "data.test_streams=1", "data.stream_len=60"])
+    run.train(cfg, tmp_path / "run")
+    metrics = TASK.evaluate(run.load(tmp_path / "run"), cfg, run_dir=tmp_path / "run", quick=True)
+    assert 0 <= metrics["mAP"] <= 1 and 0 <= metrics["cAP"] <= 1 and metrics["frames_per_s"] > 0
+
+
+def test_detect_returns_the_runs_of_predicted_actions():
+    net = small("single")
+    labels = torch.tensor([[0, 2, 2, 2, 0, 0, 5, 5], [1, 1, 0, 0, 0, 0, 0, 3]])
+    probs = torch.nn.functional.one_hot(labels, 6).float() * 0.5 + 0.5 / 6        # argmax = labels
+    net.stream = lambda x: probs[: len(x)]
+    found = TASK.detect(net, None, {"x": frames(L=8)})
+    assert [(d["stream"], d["start"], d["end"], d["class"]) for d in found] == \
+        [(0, 1, 4, 2), (0, 6, 8, 5), (1, 0, 2, 1), (1, 7, 8, 3)]
+    assert all(d["score"] == pytest.approx(0.5 + 0.5 / 6) for d in found)
