@@ -22,7 +22,7 @@ from torch import nn
 from unigen.config import TrainConfig
 from unigen.train import all_gather_with_grad, fit
 from unigen.train.checkpoint import atomic_save_safetensors
-from unigen.train.distributed import average_gradients, close_process_group, rank_and_world
+from unigen.train.distributed import average_gradients, close_process_group, exit_now, rank_and_world
 
 sys.path.insert(0, str(Path(__file__).with_name("train")))
 import gan_toy  # noqa: E402
@@ -126,3 +126,4 @@ def main(out: Path, b: int) -> None:
 
 if __name__ == "__main__":
     main(Path(sys.argv[1]), int(sys.argv[2]))
+    exit_now(0)          # as the unigen CLI does after a distributed run: no interpreter teardown

@@ -34,7 +34,7 @@ from unigen.experiments.receptive_field import rf_report
 from unigen.registry import PRESETS, describe, get_preset
 from unigen.run import detect, evaluate, read_config, sample, train
 from unigen.serve.app import serve
-from unigen.train.distributed import close_process_group
+from unigen.train.distributed import close_process_group, exit_now
 
 
 class _Parser(argparse.ArgumentParser):
@@ -283,5 +283,7 @@ def main(argv: list[str] | None = None) -> None:
         print("error: interrupted", file=sys.stderr)
         code = 130
     finally:
-        close_process_group(wait_for_others=code == 0)
+        distributed = close_process_group(wait_for_others=code == 0)
+    if distributed:        # a torchrun rank: leave without interpreter teardown (gloo's threads can abort it)
+        exit_now(code)
     sys.exit(code)
