@@ -18,11 +18,9 @@ def shapes_kl() -> Config:
 
 def mnist_kl() -> Config:
     """KL autoencoder (LDM, f=4) on MNIST: latent 4x7x7, L1 + 1e-6 KL, widths 32/64/64, mid attention."""
-    return Config(task="autoencoders", preset="mnist-kl", data=MnistData(),
-                  model=AutoencoderConfig(kind="kl", channels=(32, 64, 64), latent_channels=4, kl_weight=1e-6),
-                  train=TrainConfig(steps=1500, batch_size=16, lr=1e-3, warmup_steps=100, ema_decay=0.0,
-                                    grad_clip=0.0, precision="bf16", ckpt_every=500, log_every=50),
-                  sample=SampleConfig(sampler="prior", n=20))
+    cfg = shapes_kl()
+    cfg.preset, cfg.data = "mnist-kl", MnistData()
+    return cfg
 
 
 def mnist_vae() -> Config:
