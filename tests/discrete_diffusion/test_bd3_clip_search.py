@@ -164,11 +164,12 @@ def _exit_line(argv, capsys) -> str:
 def test_cli_clip_search_writes_the_table(runs, capsys):
     run = runs / "text-bd3-4"
     with pytest.raises(SystemExit) as e:
-        main(["eval", str(run), "--clip-search", "--intervals", "0.45:0.95,0.2:0.7", "--n", "1", "--json"])
+        main(["eval", str(run), "--clip-search", "--intervals", "0.45:0.95,0.2:0.7", "--n", "1", "--seeds", "3",
+              "--json"])
     assert e.value.code == 0
     out = json.loads(capsys.readouterr().out)
     assert [(r["beta"], r["omega"]) for r in out["table"]] == [(0.45, 0.95), (0.2, 0.7)]
-    assert out["batches"] == 1 and out["best"] == CS.choose(out["table"])
+    assert out["batches"] == 1 and out["seed"] == 3 and out["best"] == CS.choose(out["table"])
     assert json.loads((run / "clip_search.json").read_text()) == out
     assert not (run / "eval_quick.json").exists()
 
@@ -179,3 +180,5 @@ def test_bad_clip_search_input_exits_2(runs, capsys):
         err = _exit_line(["eval", run, "--clip-search", f"--intervals={bad}"], capsys)
         assert ("BETA:OMEGA" if bad == "half:1" else "0 < beta < omega <= 1") in err
     assert "mdlm run" in _exit_line(["eval", str(runs / "text-mdlm"), "--clip-search"], capsys)
+    assert "one --seeds" in _exit_line(["eval", run, "--clip-search", "--seeds", "0,1"], capsys)
+    assert "not query" in _exit_line(["eval", run, "--clip-search", "--query", "x"], capsys)

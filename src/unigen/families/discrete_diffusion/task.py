@@ -337,18 +337,23 @@ class DiscreteLMTask(Task):
         return out
 
     def clip_search(self, lm: DiscreteLM, cfg: Config, *, run_dir: Path, quick: bool = False, seed: int = 0,
-                    n: int = 0, batch_size: int = 0, intervals=()) -> dict[str, Any]:
+                    n: int = 0, batch_size: int = 0, intervals=(), seeds=(), **other) -> dict[str, Any]:
         """BD3-LM's search for the clipped schedule of lowest loss variance (`evaluate.search_clipping`) over bd3lms'
         grid or the given `intervals` ("BETA:OMEGA" strings) on `n` test batches (0: 100 as bd3lms, at most the
-        test split; quick: 2) of `batch_size` windows (0: 16, bd3lms' eval batch per GPU; quick: 8); written to
-        RUN/clip_search.json."""
+        test split; quick: 2) of `batch_size` windows (0: 16, bd3lms' eval batch per GPU; quick: 8), noise seeded
+        with `seeds` (one, as a list: --seeds S) or `seed`; written to RUN/clip_search.json."""
         if self.method != "bd3":
             raise UserError(f"--clip-search searches BD3-LM's clipped schedule; {run_dir} is a {self.method} run")
+        if other or len(seeds) > 1:
+            raise UserError(f"--clip-search takes --n, --intervals and one --seeds S, not "
+                            f"{', '.join(other) or '--seeds ' + ','.join(map(str, seeds))}")
+        seed = _int(seeds[0], "--seeds") if seeds else seed
         if n < 0 or batch_size < 0:
             raise UserError(f"--clip-search needs --n >= 0 test batches and batch_size >= 0, got {n}, {batch_size}")
         grid = [_interval(v) for v in intervals] if intervals else clip_grid()
         out = search_clipping(lm, load_data(cfg.data, "test"), grid, batches=n or (2 if quick else MAX_BATCHES),
                               batch_size=batch_size or (8 if quick else 16), seed=seed)
+        out["seed"] = seed
         atomic_write_json(Path(run_dir) / "clip_search.json", out)
         return out
 
