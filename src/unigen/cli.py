@@ -6,7 +6,7 @@
     unigen sample RUN_DIR [--sampler NAME] [--steps N] [--n N] [--seed S] [--guidance W] [--temperature T]
                           [--prompt TEXT] [--json]
     unigen eval RUN_DIR [--json] [--full] [--nfe-sweep [--samplers A,B] [--budgets 5,10] [--n N] [--seeds 0,1]]
-                        [--likelihood vlb|ode] [--query Q] [--gen-ppl --judge JUDGE_RUN]
+                        [--likelihood vlb|ode] [--query Q] [--gen-ppl --judge JUDGE_RUN] [--clip-search]
     unigen demo [--out DIR]
     unigen serve [ROOT or RUN_DIR ...] [--host 127.0.0.1] [--port 8000] [--workers 1]
     unigen detect RUN_DIR --image FILE [--threshold P] [--out FILE]
@@ -103,6 +103,10 @@ def _add_eval(sub) -> None:
     e.add_argument("--gen-ppl", action="store_true",
                    help="text: generative perplexity of --n samples (--samplers A, --budgets STEPS) under --judge")
     e.add_argument("--judge", default="", help="--gen-ppl: run directory of an autoregressive judge (text-ar-judge)")
+    e.add_argument("--clip-search", action="store_true",
+                   help="BD3-LM: the clipped mask-rate range [beta, omega] of lowest loss variance on --n test batches "
+                        "(bd3lms' grid, or --intervals B:O,...); writes RUN/clip_search.json")
+    e.add_argument("--intervals", default="", help="--clip-search: comma-separated BETA:OMEGA candidates")
     e.add_argument("--likelihood", default="", choices=("", "vlb", "ode"),
                    help="diffusion: bits/dim of the first --n 8-bit test images, DDPM's variational bound (vlb) or "
                         "the probability-flow ODE (ode)")
@@ -217,6 +221,8 @@ def _eval(args, extra) -> None:
     kw.update({"likelihood": args.likelihood} if args.likelihood else {})
     kw.update({"gen_ppl": True} if args.gen_ppl else {})
     kw.update({"judge": args.judge} if args.judge else {})
+    kw.update({"clip_search": True} if args.clip_search else {})
+    kw.update({"intervals": args.intervals.split(",")} if args.intervals else {})
     metrics = evaluate(args.run_dir, quick=not args.full, **({"nfe_sweep": True} if args.nfe_sweep else {}), **kw)
     if args.json:
         print(json.dumps(metrics))

@@ -180,7 +180,7 @@ def evaluate(run_dir: str | Path, *, quick: bool = False, **kw) -> dict[str, Any
         kw.update(judge=load(kw["judge"]), judge_dir=Path(kw["judge"]))
     with torch.random.fork_rng(devices=[]):
         metrics = measure(model, cfg, run_dir=run_dir, quick=quick, **kw)
-    if "query" not in kw:
+    if "query" not in kw and not kw.get("clip_search"):  # the clip search writes RUN/clip_search.json itself
         atomic_write_json(run_dir / ("eval_quick.json" if quick else "eval.json"), jsonable(metrics))
     return metrics
 

@@ -10,6 +10,7 @@
     likelihood.py   Monte-Carlo ELBOs (LLaDA stratified, MDLM continuous-time) -> nats/token, perplexity
     sedd.py         SEDD: absorbing / uniform graphs, score entropy, Euler and Tweedie samplers
     bd3.py          BD3-LM: block masks, block NELBO (bd3lms' resampling), KV-cached semi-autoregressive sampler
+    clipsearch.py   BD3-LM's data-driven clipped schedule: bd3lms' grid, block-loss variance, argmin
     ar.py           autoregressive baseline: loss, exact NLL, KV-cached decoding
 
 Convention: the tokenizer's ids are 0..V-1 (PAD/EOS/BOS included); the mask token is `mask_id` = V, so a
@@ -22,6 +23,7 @@ from unigen.families.discrete_diffusion.ar import ar_loss, ar_nll, ar_token_nll,
 from unigen.families.discrete_diffusion.bd3 import (bd3_attention_mask, bd3_loss, bd3_nelbo, bd3_positions, bd3_token_nll,
                                  block_causal, sample_bd3)
 from unigen.families.discrete_diffusion.cache import sample_fast_dllm
+from unigen.families.discrete_diffusion.clipsearch import batch_variance, block_losses, choose, clip_grid
 from unigen.families.discrete_diffusion.categorical import add_gumbel_noise, sample_categorical, sample_logits
 from unigen.families.discrete_diffusion.genppl import generative_perplexity, unigram_entropy
 from unigen.families.discrete_diffusion.likelihood import elbo_stratified, nelbo_mdlm, summarize
@@ -40,6 +42,7 @@ from unigen.families.discrete_diffusion.sedd import (perturb, reverse_rate, samp
 __all__ = [
     "ar_loss", "ar_nll", "ar_token_nll", "sample_ar",
     "bd3_attention_mask", "bd3_loss", "bd3_nelbo", "bd3_positions", "bd3_token_nll", "block_causal", "sample_bd3",
+    "batch_variance", "block_losses", "choose", "clip_grid",
     "sample_fast_dllm", "generative_perplexity", "unigram_entropy", "left_pad", "nucleus", "sample_first_hitting",
     "add_gumbel_noise", "sample_categorical", "sample_logits",
     "elbo_stratified", "nelbo_mdlm", "summarize",

@@ -115,11 +115,17 @@ def q_xt_resampled(x0: Tensor, t_block: Tensor, *, block_size: int, mask_id: int
     return torch.where(move, torch.full_like(x0, mask_id), x0)
 
 
-def bd3_loss(model, x0: Tensor, *, block_size: int, mask_id: int, beta: float = 1e-3, omega: float = 1.0,
-             antithetic: bool = True, time_cond: bool = False, t: Tensor | None = None,
-             x_t: Tensor | None = None, resample: bool = False, ignore_bos: bool = False) -> Tensor:
-    """BD3-LM training loss (Arriola et al. 2025): the block NELBO with clipped mask rates t_b ~ U[beta, omega]
-    (antithetic over batch and blocks, torch's global RNG unless `t` (B, n_blocks) is given), nats per token.
+def bd3_loss(model, x0: Tensor, **kw) -> Tensor:
+    """BD3-LM training loss (Arriola et al. 2025): the block NELBO with clipped mask rates t_b ~ U[beta, omega],
+    nats per token: the mean of `bd3_loss_terms(model, x0, **kw)`."""
+    return bd3_loss_terms(model, x0, **kw).sum() / x0.numel()
+
+
+def bd3_loss_terms(model, x0: Tensor, *, block_size: int, mask_id: int, beta: float = 1e-3, omega: float = 1.0,
+                   antithetic: bool = True, time_cond: bool = False, t: Tensor | None = None,
+                   x_t: Tensor | None = None, resample: bool = False, ignore_bos: bool = False) -> Tensor:
+    """Per-token terms of the BD3-LM loss with clipped mask rates t_b ~ U[beta, omega] (antithetic over batch and
+    blocks, torch's global RNG unless `t` (B, n_blocks) is given). (B, n), 0 on tokens left clean.
     resample: blocks whose masked fraction is outside [beta, omega] are redrawn (`q_xt_resampled`).
     ignore_bos: the first token of every sequence is never masked, so never scored (bd3lms' algo.ignore_bos: their
     sequences start with BOS; for our windows it is the first token of each)."""
@@ -132,8 +138,7 @@ def bd3_loss(model, x0: Tensor, *, block_size: int, mask_id: int, beta: float = 
                              omega=omega if resample else 1.0)  # EPS, 1: no bound enforced, plain q(x_t | x_0)
     if ignore_bos:
         x_t = torch.cat([x0[:, :1], x_t[:, 1:]], dim=1)  # (B, n)
-    nll = bd3_token_nll(model, x0, t, block_size=block_size, mask_id=mask_id, time_cond=time_cond, x_t=x_t)
-    return nll.sum() / x0.numel()
+    return bd3_token_nll(model, x0, t, block_size=block_size, mask_id=mask_id, time_cond=time_cond, x_t=x_t)
 
 
 @torch.no_grad()

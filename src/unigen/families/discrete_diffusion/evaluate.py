@@ -19,6 +19,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from unigen.errors import UserError
+from unigen.families.discrete_diffusion import clipsearch as CS
 from unigen.families.discrete_diffusion import noise as N
 from unigen.families.discrete_diffusion.ar import ar_token_nll
 from unigen.families.discrete_diffusion.bd3 import bd3_nelbo
@@ -92,3 +94,33 @@ def heldout(lm: DiscreteLM, bound: Bound, data, *, seqs: int, mc: int, batch_siz
         metrics.update(bits_per_dim=metrics.pop("bits_per_byte"), bits_per_dim_se=out["se"] / math.log(2))
     return {**metrics, "seqs": S, "mc_samples": 0 if exact else mc, "tokens": S * x0.shape[1],
             "exact": float(exact)}, nll
+
+
+@torch.no_grad()
+def search_clipping(lm: DiscreteLM, data, grid: list[tuple[float, float]], *, batches: int, batch_size: int,
+                seed: int, antithetic: bool = True) -> dict:
+    """BD3-LM's data-driven clipped schedule (`clipsearch`): for each of the first `batches` test batches of
+    `batch_size` windows (bd3lms' order: batches outer, intervals inner, one draw each from torch's global RNG seeded
+    with `seed`), the block losses of every interval of `grid` under the run's training options (resample,
+    ignore_bos). Returns {"table": rows beta, omega, nelbo (mean nats/token), var (`clipsearch.batch_variance`
+    averaged over batches)}, "best": the row of lowest variance, "batches", "batch_size"}."""
+    m = lm.config
+    K = min(batches, len(data) // batch_size)
+    if K < 1:
+        raise UserError(f"the clip search needs at least one test batch of {batch_size} windows "
+                        f"(the test split has {len(data)})")
+    for beta, omega in grid:
+        CS.check_interval(beta, omega)
+    device = next(lm.parameters()).device
+    torch.manual_seed(seed)
+    var, mean = torch.zeros(len(grid), dtype=torch.float64), torch.zeros(len(grid), dtype=torch.float64)
+    for k in range(K):
+        x0 = data.batch(torch.arange(k * batch_size, (k + 1) * batch_size))["ids"].to(device)  # (B, T)
+        for j, (beta, omega) in enumerate(grid):
+            losses = CS.block_losses(lm, x0, beta=beta, omega=omega, block_size=m.block_size, mask_id=lm.mask_id,
+                                     time_cond=lm.time_cond, resample=m.resample, ignore_bos=m.ignore_bos,
+                                     antithetic=antithetic)  # (B, n_blocks)
+            var[j] += CS.batch_variance(losses) / K
+            mean[j] += float(losses.double().mean()) / K
+    table = [{"beta": b, "omega": o, "nelbo": float(mean[j]), "var": float(var[j])} for j, (b, o) in enumerate(grid)]
+    return {"table": table, "best": CS.choose(table), "batches": K, "batch_size": batch_size}

@@ -27,8 +27,10 @@ from unigen.data.pixels import from_pixel_tokens
 from unigen.errors import UserError
 from unigen.families.discrete_diffusion.ar import ar_loss
 from unigen.families.discrete_diffusion.bd3 import bd3_loss
+from unigen.families.discrete_diffusion.clipsearch import MAX_BATCHES, check_interval, clip_grid
 from unigen.families.discrete_diffusion.evaluate import (EVAL_MC, QUICK_MC, QUICK_SEQS, Bound, bound_bd3, bound_mdlm,
-                                                         bound_sedd, heldout, nll_ar)
+                                                         bound_sedd, heldout, nll_ar,
+                                                         search_clipping)
 from unigen.families.discrete_diffusion.genppl import generative_perplexity
 from unigen.families.discrete_diffusion.llada import left_pad
 from unigen.families.discrete_diffusion.masked import mdlm_loss
@@ -39,7 +41,7 @@ from unigen.families.discrete_diffusion.presets import PRESETS  # noqa: F401  (t
 from unigen.families.discrete_diffusion.samplers import SAMPLERS, options
 from unigen.families.discrete_diffusion.sedd import sedd_loss
 from unigen.families.discrete_diffusion.watch import Watch, render
-from unigen.io import atomic_write_text, read_json
+from unigen.io import atomic_write_json, atomic_write_text, read_json
 from unigen.plot import save_image_grid
 from unigen.task import Task
 from unigen.train import Objective
@@ -322,6 +324,8 @@ class DiscreteLMTask(Task):
         if gen_ppl or "judge" in kw:
             return self.generative_quality(unwrap(model), cfg, run_dir=run_dir, quick=quick, seed=seed,
                                            batch_size=batch_size, **kw)
+        if kw.pop("clip_search", False):
+            return self.clip_search(unwrap(model), cfg, run_dir=run_dir, quick=quick, seed=seed, **kw)
         if kw:
             raise UserError(f"{self.method} eval has no option(s) {', '.join(kw)}")
         if seqs < 0 or batch_size <= 0 or mc < 0 or mc == 1:
@@ -330,6 +334,27 @@ class DiscreteLMTask(Task):
         out, _ = heldout(unwrap(model), self.spec.bound, data, seqs=seqs or (QUICK_SEQS if quick else len(data)),
                          mc=mc or (QUICK_MC if quick else EVAL_MC), batch_size=batch_size, seed=seed,
                          exact=self.spec.exact)
+        return out
+
+    def clip_search(self, lm: DiscreteLM, cfg: Config, *, run_dir: Path, quick: bool = False, seed: int = 0,
+                    n: int = 0, batch_size: int = 0, intervals=(), seeds=(), **other) -> dict[str, Any]:
+        """BD3-LM's search for the clipped schedule of lowest loss variance (`evaluate.search_clipping`) over bd3lms'
+        grid or the given `intervals` ("BETA:OMEGA" strings) on `n` test batches (0: 100 as bd3lms, at most the
+        test split; quick: 2) of `batch_size` windows (0: 16, bd3lms' eval batch per GPU; quick: 8), noise seeded
+        with `seeds` (one, as a list: --seeds S) or `seed`; written to RUN/clip_search.json."""
+        if self.method != "bd3":
+            raise UserError(f"--clip-search searches BD3-LM's clipped schedule; {run_dir} is a {self.method} run")
+        if other or len(seeds) > 1:
+            raise UserError(f"--clip-search takes --n, --intervals and one --seeds S, not "
+                            f"{', '.join(other) or '--seeds ' + ','.join(map(str, seeds))}")
+        seed = _int(seeds[0], "--seeds") if seeds else seed
+        if n < 0 or batch_size < 0:
+            raise UserError(f"--clip-search needs --n >= 0 test batches and batch_size >= 0, got {n}, {batch_size}")
+        grid = [_interval(v) for v in intervals] if intervals else clip_grid()
+        out = search_clipping(lm, load_data(cfg.data, "test"), grid, batches=n or (2 if quick else MAX_BATCHES),
+                              batch_size=batch_size or (8 if quick else 16), seed=seed)
+        out["seed"] = seed
+        atomic_write_json(Path(run_dir) / "clip_search.json", out)
         return out
 
     def generative_quality(self, lm: DiscreteLM, cfg: Config, *, run_dir: Path, judge: nn.Module | None = None,
@@ -362,6 +387,16 @@ def _int(v, flag: str) -> int:
         return int(v)
     except (TypeError, ValueError):
         raise UserError(f"{flag} wants an integer, got {v!r}") from None
+
+
+def _interval(v: str) -> tuple[float, float]:
+    """'BETA:OMEGA' -> (beta, omega), checked (`clipsearch.check_interval`)."""
+    try:
+        beta, omega = (float(x) for x in v.split(":"))
+    except ValueError:
+        raise UserError(f"--intervals wants BETA:OMEGA pairs such as 0.45:0.95, got {v!r}") from None
+    check_interval(beta, omega)
+    return beta, omega
 
 
 def _judge(judge: nn.Module, run_dir: Path, judge_dir: Path | None) -> DiscreteLM:
