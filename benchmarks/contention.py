@@ -2,12 +2,13 @@
 
     python -m benchmarks.contention --out /tmp/contention [--pairs 4] [--busy 1] [--workloads toy2d,vit]
 
-Each workload is one `unigen train` command run as a fresh process, in three variants, interleaved in rotating
+Each workload is one `unigen train` command run as a fresh process, in the `--variants`, interleaved in rotating
 order so that the load of the moment hits every variant alike:
     openmp-default   torch imported before unigen, OMP_WAIT_POLICY unset: OpenMP spins ~300k iterations
                      before a waiting thread sleeps (what every program that imports torch first gets)
-    unigen           `python -m unigen`, OMP_WAIT_POLICY unset: unigen sets PASSIVE before torch loads
+    unigen           `python -m unigen` with OMP_WAIT_POLICY=PASSIVE (no spinning; unigen's first default)
     unigen-1-thread  the same with OMP_NUM_THREADS=1
+    spin-10k         `python -m unigen` with GOMP_SPINCOUNT=10000 (unigen's default now), spin-30k likewise
 while `--busy` other processes (`while True: pass`) compete for the cores, as a user's other programs do.
 Writes OUT/contention.md (median wall seconds, range, and the ratio to `unigen` per pair) and OUT/contention.json.
 """
@@ -27,11 +28,14 @@ from benchmarks.harness import log, machine, start, subset
 WORKLOADS = {
     "toy2d": ["train", "toy2d-ddpm", "--train.steps=40"],
     "vit": ["train", "vit-mnist", "--train.steps=20"],
+    "mnist-fm": ["train", "mnist-fm", "--train.steps=100", "--train.precision=bf16"],   # the demo's image model
 }
 VARIANTS = {
     "openmp-default": (["-c", "import torch, sys; sys.argv[0] = 'unigen'; from unigen.cli import main; main()"], {}),
-    "unigen": (["-m", "unigen"], {}),
-    "unigen-1-thread": (["-m", "unigen"], {"OMP_NUM_THREADS": "1"}),
+    "unigen": (["-m", "unigen"], {"OMP_WAIT_POLICY": "PASSIVE"}),
+    "unigen-1-thread": (["-m", "unigen"], {"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"}),
+    "spin-10k": (["-m", "unigen"], {"GOMP_SPINCOUNT": "10000"}),        # libgomp: spin ~0.1 ms, then sleep
+    "spin-30k": (["-m", "unigen"], {"GOMP_SPINCOUNT": "30000"}),
 }
 
 
@@ -51,13 +55,13 @@ def timed_run(variant: str, argv: list[str], run_dir: str) -> float:
     return seconds
 
 
-def measure(workloads: list[str], pairs: int, busy: int) -> dict[str, dict[str, list[float]]]:
+def measure(workloads: list[str], variants: list[str], pairs: int, busy: int) -> dict[str, dict[str, list[float]]]:
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(busy)]
-    times = {w: {v: [] for v in VARIANTS} for w in workloads}
+    times = {w: {v: [] for v in variants} for w in workloads}
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for i in range(pairs):
-                order = list(VARIANTS)[i % len(VARIANTS):] + list(VARIANTS)[:i % len(VARIANTS)]
+                order = variants[i % len(variants):] + variants[:i % len(variants)]
                 for w in workloads:
                     for v in order:
                         s = timed_run(v, WORKLOADS[w], f"{tmp}/{w}-{v}")
@@ -89,10 +93,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--pairs", type=int, default=4, help="rounds; each runs every variant once (default 4)")
     p.add_argument("--busy", type=int, default=1, help="competing busy processes (default 1)")
     p.add_argument("--workloads", default="toy2d,vit", help=f"comma list of {', '.join(WORKLOADS)}")
+    p.add_argument("--variants", default="openmp-default,unigen,unigen-1-thread",
+                   help=f"comma list of {', '.join(VARIANTS)} (must include unigen, the ratios' base)")
     args = p.parse_args(argv)
     workloads = subset(p, args.workloads, WORKLOADS, "workload")
+    variants = subset(p, args.variants, VARIANTS, "variant")
+    if "unigen" not in variants:
+        p.error("--variants must include unigen (the base of the ratios)")
     folder, command = start("benchmarks.contention", args.out, 1, argv)
-    times = measure(workloads, args.pairs, args.busy)
+    times = measure(workloads, variants, args.pairs, args.busy)
     (folder / "contention.json").write_text(json.dumps(times, indent=1))
     text = report(times, command, args.busy)
     (folder / "contention.md").write_text(text)
