@@ -153,14 +153,6 @@ def runs(tmp_path_factory):
     return root
 
 
-def _exit_line(argv, capsys) -> str:
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    err = capsys.readouterr().err
-    assert e.value.code == 2 and err.count("\n") == 1 and err.startswith("error: ")
-    return err
-
-
 def test_cli_clip_search_writes_the_table(runs, capsys):
     run = runs / "text-bd3-4"
     with pytest.raises(SystemExit) as e:
@@ -174,11 +166,11 @@ def test_cli_clip_search_writes_the_table(runs, capsys):
     assert not (run / "eval_quick.json").exists()
 
 
-def test_bad_clip_search_input_exits_2(runs, capsys):
+def test_bad_clip_search_input_exits_2(runs, exit_line):
     run = str(runs / "text-bd3-4")
     for bad in ("0.9:0.5", "0.5:0.5", "0.5:1.5", "-0.1:0.5", "0:0.5", "half:1"):
-        err = _exit_line(["eval", run, "--clip-search", f"--intervals={bad}"], capsys)
+        err = exit_line(["eval", run, "--clip-search", f"--intervals={bad}"])
         assert ("BETA:OMEGA" if bad == "half:1" else "0 < beta < omega <= 1") in err
-    assert "mdlm run" in _exit_line(["eval", str(runs / "text-mdlm"), "--clip-search"], capsys)
-    assert "one --seeds" in _exit_line(["eval", run, "--clip-search", "--seeds", "0,1"], capsys)
-    assert "not query" in _exit_line(["eval", run, "--clip-search", "--query", "x"], capsys)
+    assert "mdlm run" in exit_line(["eval", str(runs / "text-mdlm"), "--clip-search"])
+    assert "one --seeds" in exit_line(["eval", run, "--clip-search", "--seeds", "0,1"])
+    assert "not query" in exit_line(["eval", run, "--clip-search", "--query", "x"])

@@ -83,23 +83,15 @@ def test_cli_gen_ppl_json(runs, capsys):
     assert 0 < out["entropy"] <= math.log(32)
 
 
-def _exit_line(argv, capsys) -> str:
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    err = capsys.readouterr().err
-    assert e.value.code == 2 and err.count("\n") == 1 and err.startswith("error: ")
-    return err
-
-
-def test_bad_judges_exit_2(runs, tmp_path, capsys):
+def test_bad_judges_exit_2(runs, tmp_path, exit_line):
     text = tmp_path / "corpus.txt"
     text.write_text("the judge reads another tokenizer of this little text. " * 200)
     other = tmp_path / "bpe-judge"
     train(tiny("text-ar-judge", f"data.path={text}", "data.tokenizer=bpe", "data.vocab_size=300"), other)
     run = str(runs / "text-mdlm")
-    assert "another tokenizer" in _exit_line(["eval", run, "--gen-ppl", "--judge", str(other)], capsys)
-    assert "autoregressive judge" in _exit_line(["eval", run, "--gen-ppl", "--judge", run], capsys)
-    assert "needs --judge" in _exit_line(["eval", run, "--gen-ppl"], capsys)
-    assert "does not exist" in _exit_line(["eval", run, "--gen-ppl", "--judge", str(tmp_path / "nope")], capsys)
-    assert "one sampler" in _exit_line(["eval", run, "--gen-ppl", "--judge", str(runs / "text-ar-judge"),
-                                        "--samplers", "mdlm,llada"], capsys)
+    assert "another tokenizer" in exit_line(["eval", run, "--gen-ppl", "--judge", str(other)])
+    assert "autoregressive judge" in exit_line(["eval", run, "--gen-ppl", "--judge", run])
+    assert "needs --judge" in exit_line(["eval", run, "--gen-ppl"])
+    assert "does not exist" in exit_line(["eval", run, "--gen-ppl", "--judge", str(tmp_path / "nope")])
+    assert "one sampler" in exit_line(["eval", run, "--gen-ppl", "--judge", str(runs / "text-ar-judge"),
+                                       "--samplers", "mdlm,llada"])
