@@ -36,6 +36,7 @@ from unigen.data import load  # noqa: E402
 from unigen.families.autoencoders import evaluate as E  # noqa: E402
 from unigen.registry import TASKS, get_preset  # noqa: E402
 from unigen.train.objective import Objective  # noqa: E402
+from unigen.train.precision import autocast  # noqa: E402
 
 KEYS = ("psnr", "fd", "fd_pixels", "code_usage", "code_perplexity", "bits_per_dim", "nelbo_bits_per_dim",
         "code_bits_per_dim", "uniform_code_bits_per_dim", "sample_fd", "sample_fd_pixels")
@@ -72,7 +73,7 @@ def _setup(preset: str, first_stage: str):
 def _step(cfg, net, pairs, batch) -> float:
     t0 = time.perf_counter()
     for o, opt in pairs:
-        with torch.autocast("cpu", torch.bfloat16, enabled=cfg.train.precision == "bf16"):
+        with autocast(cfg.train.precision, "cpu"):
             out = o.loss(net, batch, step=10**6) if o.with_step else o.loss(net, batch)
         opt.zero_grad()
         (out[0] if isinstance(out, tuple) else out).backward()

@@ -28,7 +28,7 @@ from benchmarks.harness import log, machine, start, subset
 WORKLOADS = {
     "toy2d": ["train", "toy2d-ddpm", "--train.steps=40"],
     "vit": ["train", "vit-mnist", "--train.steps=20"],
-    "mnist-fm": ["train", "mnist-fm", "--train.steps=100", "--train.precision=bf16"],   # the demo's image model
+    "mnist-fm": ["train", "mnist-fm", "--train.steps=100"],   # the demo's image model
 }
 VARIANTS = {
     "openmp-default": (["-c", "import torch, sys; sys.argv[0] = 'unigen'; from unigen.cli import main; main()"], {}),

@@ -129,7 +129,7 @@ CASES = [
     ("negative-guidance", ["train", "mlp-digits", "--sample.guidance=-1"], "sample.guidance must be >= 0, got -1.0"),
     ("ema-out-of-range", ["train", "mlp-digits", "--train.ema_decay=1.5"], "train.ema_decay must be in [0, 1)"),
     ("negative-seed", ["train", "mlp-digits", "--train.seed=-1"], "train.seed must be in [0, 2147483647]"),
-    ("bad-choice", ["train", "mlp-digits", "--train.precision=fp8"], "train.precision='fp8' is not one of: fp32, bf16"),
+    ("bad-choice", ["train", "mlp-digits", "--train.precision=fp8"], "train.precision='fp8' is not one of: auto, fp32, bf16"),
     ("bad-nonfinite", ["train", "mlp-digits", "--train.nonfinite=ignore"], "train.nonfinite='ignore' is not one of"),
     ("unknown-dataset", ["train", "mlp-digits", "--data.name=imagenet"], "data.name='imagenet' is not one of"),
     ("bpe-vocab", ["train", TEXT, "--data.tokenizer=bpe", "--data.vocab_size=100"], "data.vocab_size must be >= 260"),

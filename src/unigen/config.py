@@ -49,7 +49,7 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.999
     grad_clip: float = 1.0      # max global gradient norm (0 = off)
-    precision: str = "fp32"     # fp32 | bf16 (autocast)
+    precision: str = "fp32"     # fp32 | bf16 (autocast) | auto (bf16 where native: train/precision.py)
     ema_decay: float = 0.999    # EMA of weights (0 = off)
     seed: int = 0               # seeds weights, data order and training noise
     log_every: int = 10         # steps between metric lines
@@ -98,7 +98,7 @@ class Config:
 # families add their own by raising UserError in build().
 CHOICES = {
     "train.schedule": ("cosine", "constant"),
-    "train.precision": ("fp32", "bf16"),
+    "train.precision": ("auto", "fp32", "bf16"),   # = train.precision.PRECISIONS
     "train.nonfinite": ("stop", "skip"),
 }
 POSITIVE = {"train.steps", "train.batch_size", "train.grad_accum", "train.log_every", "train.ckpt_every",

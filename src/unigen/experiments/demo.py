@@ -23,8 +23,8 @@ from unigen.plot import plot_curves
 # (preset, overrides, sample options): sized so that set-up plus both runs take about five minutes on 2 CPU cores.
 # The text model samples with MDLM's ancestral sampler: at this budget LLaDA's low-confidence remasking commits the
 # most confident byte (a space) everywhere first and returns blank text (benchmarks/text_quality.md).
-IMAGE = ("mnist-fm", ["train.steps=800", "train.precision=bf16"], {"sampler": "", "n": 64})
-TEXT = ("text-mdlm", ["train.steps=800", "train.precision=bf16"], {"sampler": "mdlm", "n": 4})
+IMAGE = ("mnist-fm", ["train.steps=800"], {"sampler": "", "n": 64})
+TEXT = ("text-mdlm", ["train.steps=800"], {"sampler": "mdlm", "n": 4})
 
 
 def _train(preset: str, overrides: list[str], out: Path) -> float:

@@ -11,7 +11,7 @@ def vit_mnist() -> Config:
     return Config(task="classify", preset="vit-mnist", data=MnistData(),
                   model=ClassifierConfig(arch="vit", size="tiny", patch=4),
                   train=TrainConfig(steps=4500, batch_size=128, lr=2e-3, warmup_steps=100, weight_decay=0.05,
-                                    ema_decay=0.0, precision="bf16", ckpt_every=1500, log_every=50),
+                                    ema_decay=0.0, precision="auto", ckpt_every=1500, log_every=50),
                   sample=SampleConfig())
 
 

@@ -39,6 +39,7 @@ from unigen.io import atomic_write_json, atomic_write_text
 from unigen.metrics import sample_quality as metrics
 from unigen.metrics.features import ensure_feature_net, mnist_features, mnist_predict, weights_path
 from unigen.plot import figure
+from unigen.train.precision import resolve_precision
 from unigen.train.progress import work_progress
 
 # NFE budgets of the sweep; every sampler gets the largest step count whose NFE fits each budget. Budgets above
@@ -201,7 +202,7 @@ def run_sweep(model, cfg: Config, out_dir: Path, *, quick: bool = False, budgets
               samplers: tuple[str, ...] | None = None, n: int = 0, precision: str | None = None,
               seeds: tuple[int, ...] | None = None) -> dict[str, float]:
     """Score every sampler at every NFE budget on one model; write a markdown table, JSON and a plot in out_dir.
-    The network runs in `precision` (default: the run's train.precision). With several noise `seeds` each cell is
+    The network runs in `precision` (default: the run's train.precision; "auto" resolved on the model's device). With several noise `seeds` each cell is
     the mean over them (rows keep the per-seed values and the standard deviation)."""
     opts = sweep_options(model, samplers=samplers, budgets=budgets, n=n, seeds=seeds)
     net = unwrap(model)
@@ -209,7 +210,7 @@ def run_sweep(model, cfg: Config, out_dir: Path, *, quick: bool = False, budgets
     budgets = opts.get("budgets") or (QUICK_BUDGETS if quick else BUDGETS)
     scorers = [make_scorer(model, cfg, quick=quick, n=opts["n"], seed=sd) for sd in opts.get("seeds", (None,))]
     scorer = scorers[0]
-    precision = precision or cfg.train.precision
+    precision = resolve_precision(precision or cfg.train.precision, next(net.parameters()).device)
     rows = []
     for sampler, steps, served in sweep_plan(samplers, budgets):
         runs = [score(model, sc, sampler=sampler, steps=steps, guidance=cfg.sample.guidance, precision=precision)

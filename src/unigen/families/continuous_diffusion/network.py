@@ -33,6 +33,7 @@ from unigen.models.dit import DiT, dit_config
 from unigen.models.mlp import MLPConfig, ResidualMLP
 from unigen.models.unet import UNet, unet_config
 from unigen.task import unwrap as _unwrap
+from unigen.train.precision import autocast
 from unigen.train.progress import work_progress
 
 
@@ -203,7 +204,7 @@ def generate(model: nn.Module, n: int, *, sampler: str, steps: int, generator: t
     z is `noise` (n, ...) when given, else drawn from `generator`; class-conditional models get labels `y` (n,)
     (default: the null label, i.e. unconditional) and classifier-free `guidance` (1 = off). NFE counts the
     denoiser calls per sample (with guidance != 1 each call runs the network on a doubled batch).
-    `precision` "bf16" runs the network under bf16 autocast (as trained with train.precision=bf16); the sampler's
+    `precision` "bf16" runs the network under bf16 autocast ("auto": where bf16 is native, train/precision.py); the sampler's
     state and D's skip connection stay in float32. `callback` is the sampler's step report ({"i", "x", "sigma",
     "denoised"}, samplers.py), called for each chunk of `batch_size` samples.
     """
@@ -221,7 +222,7 @@ def generate(model: nn.Module, n: int, *, sampler: str, steps: int, generator: t
     def D_counted(x, sigma, **cond):
         calls[0] += 1
         bar.update(min(calls[0], bar.total))
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        with autocast(precision, device):
             return D(x, sigma, **cond).to(x.dtype)
 
     out, chunks = [], 0

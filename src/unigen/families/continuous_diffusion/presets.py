@@ -37,7 +37,7 @@ def _mnist(method: str, preset: str, sampler: str, steps: int, **model) -> Confi
                   model=DiffusionModelConfig(method=method, backbone="unet", size="tiny", width=16, attn="7",
                                              **model),
                   train=TrainConfig(steps=600, batch_size=64, lr=2e-3, warmup_steps=50, ema_decay=0.999,
-                                    precision="bf16", ckpt_every=300, log_every=50),
+                                    precision="auto", ckpt_every=300, log_every=50),
                   sample=SampleConfig(sampler=sampler, steps=steps, n=100))
 
 

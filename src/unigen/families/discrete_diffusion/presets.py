@@ -20,7 +20,7 @@ def _text(task: str, preset: str, **model) -> Config:
                   data=TextData(tokenizer="byte", seq_len=128),
                   model=DiscreteLMConfig(size="small", **model),
                   train=TrainConfig(steps=600, batch_size=16, lr=2e-3, warmup_steps=50, min_lr=1e-4,
-                                    ema_decay=0.99, precision="bf16", ckpt_every=200, log_every=25),
+                                    ema_decay=0.99, precision="auto", ckpt_every=200, log_every=25),
                   sample=SampleConfig(n=4))
 
 

@@ -14,7 +14,7 @@ def shapes_ldm() -> Config:
                   model=LatentDiffusionConfig(width=32, mults="1,2", depth=1, attn="8,4", text_dim=32,
                                                         text_depth=2),
                   train=TrainConfig(steps=1500, batch_size=64, lr=1e-3, warmup_steps=100, ema_decay=0.995,
-                                    precision="bf16", ckpt_every=500, log_every=50),
+                                    precision="auto", ckpt_every=500, log_every=50),
                   sample=SampleConfig(sampler="ddim", steps=50, n=40, guidance=3.0))
 
 
