@@ -5,11 +5,12 @@ two torch threads.
     python -m benchmarks.detection --out DIR [--overrides train.steps=3000,train.lr=1e-3] [--pictures 8]
     python -m benchmarks.detection --out DIR --ratio-pairs 3 [--ratio-steps 200] [--overrides ...]
 
-`--ratio-pairs N` only times the training cost against a known quick reference, in fresh CLI processes (torch's
-default threads, unigen's default OpenMP spin), interleaved A, B, A, B, ...: `unigen train shapes-detr
+`--ratio-pairs N` only times the training cost against a known quick reference, in fresh CLI processes at one
+thread (OMP_NUM_THREADS=1, passive OpenMP waiting), interleaved A, B, B, A, ...: `unigen train shapes-detr
 --train.steps=S` vs `unigen train mnist-fm --train.steps=100 --train.precision=bf16`, whose quiet-machine wall time
-(15.6 s) is in benchmarks/contention.md. The median per-pair ratio times 15.6 s estimates the quiet wall time of S
-steps (startup included, so S x (3000 / S) over-estimates the 3000-step run by about 30x the startup).
+at one thread (22.4 s) is in benchmarks/contention.md. The median per-pair ratio times 22.4 s estimates the quiet
+one-thread wall time of S steps (startup included, so x 3000 / S over-estimates the 3000-step run by about
+3000 / S startups).
 
 Training and evaluation go through unigen's API (`unigen.run.train`, `unigen.run.evaluate`) into DIR/run (training
 is skipped when DIR/train_time.json exists, evaluation when DIR/run/eval.json does). The baseline knows nothing of the image: a 4 x 4 grid of boxes of the median training
@@ -80,8 +81,8 @@ def step_seconds(cfg, steps: int = 20) -> dict[int, float]:
     return {k: sorted(v)[len(v) // 2] for k, v in times.items()}
 
 
-REFERENCE = ["train", "mnist-fm", "--train.steps=100", "--train.precision=bf16"]   # contention.md: 15.6 s quiet
-REFERENCE_QUIET_S = 15.6
+REFERENCE = ["train", "mnist-fm", "--train.steps=100", "--train.precision=bf16"]   # contention.md: 22.4 s quiet
+REFERENCE_QUIET_S = 22.4                                                             # at one thread
 
 
 def interleaved_ratio(overrides: list[str], steps: int, pairs: int) -> dict:
@@ -93,7 +94,7 @@ def interleaved_ratio(overrides: list[str], steps: int, pairs: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(pairs):
             order = [("detr", detr), ("reference", REFERENCE)][:: 1 if i % 2 == 0 else -1]
-            row = {name: timed_run("spin-10k", argv, f"{tmp}/{name}") for name, argv in order}
+            row = {name: timed_run("unigen-1-thread", argv, f"{tmp}/{name}") for name, argv in order}
             row["load"] = os.getloadavg()[0]
             log(f"pair {i + 1}/{pairs}: {row}")
             rows.append(row)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from unigen import run
+from unigen.cli import main
 from unigen.config import apply_overrides
 from unigen.data import load
 from unigen.data.stream import (BRIGHT, GROW, JITTER, MAX_PHASE, MIN_PHASE, PHASES, SIDE, WIDTH, StreamData,
@@ -209,6 +210,19 @@ def test_bad_input_is_a_user_error():
     batch["y"][0, 3] = 9
     with pytest.raises(UserError, match=r"class ids in \[0, 6\)"):
         TASK.loss(small("trn"), batch)
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--model.window=64", "--data.stream_len=60"], "shorter than the model's training clip of 83"),
+    (["--data.stream_len=30"], "data.stream_len must be >= 40 frames"),
+    (["--model.arch=lstm"], "model.arch='lstm' is not one of"),
+])
+def test_bad_stream_options_exit_2_with_one_line(argv, words, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "stream-trn", "--out", str(tmp_path / "run"), "--data.train_streams=2",
+              "--data.test_streams=1", *argv])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and words in err
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
