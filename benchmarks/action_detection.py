@@ -1,7 +1,8 @@
 """Online action detection on the procedural streams: TRN vs IDN vs OadTR, beside the single-frame baseline and
 the offline bidirectional upper bound, each trained with its preset (same data, budget and seed).
 
-    python -m benchmarks.action_detection --out DIR [--presets stream-trn,...] [--seeds 0,1] [--jobs 2] [--threads 1]
+    python -m benchmarks.action_detection --out DIR [--presets stream-trn,...] [--seeds 0,1] [--steps N] [--jobs 2]
+        [--threads 1]
 
 Each preset is trained (with each `train.seed`; the data are the same) and evaluated through unigen's API
 (`unigen.run.train`, `unigen.run.evaluate`) in its own process (`--jobs` at a time, `--threads` torch threads each),
@@ -40,25 +41,27 @@ t = time.perf_counter()
 cfg = get_preset(sys.argv[1])
 cfg.train.progress = False
 cfg.train.seed = int(sys.argv[4])
+if int(sys.argv[5]):
+    cfg.train.steps = cfg.train.ckpt_every = int(sys.argv[5])
 run.train(cfg, sys.argv[2], overwrite=True)
 train_s = time.perf_counter() - t
 print(json.dumps({**run.evaluate(sys.argv[2]), "train_s": train_s}))
 """
 
 
-def one(preset: str, seed: int, folder: Path, threads: int) -> dict:
+def one(preset: str, seed: int, folder: Path, threads: int, steps: int = 0) -> dict:
     run_dir = folder / "runs" / f"{preset}-s{seed}"
     if (run_dir / "result.json").exists():
         return json.loads((run_dir / "result.json").read_text())
     load0 = os.getloadavg()[0]
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS=str(threads))
-    out = subprocess.run([sys.executable, "-c", WORKER, preset, str(run_dir), str(threads), str(seed)],
+    out = subprocess.run([sys.executable, "-c", WORKER, preset, str(run_dir), str(threads), str(seed), str(steps)],
                          capture_output=True, text=True, env=env, check=True)
     res = json.loads(out.stdout.strip().splitlines()[-1])
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    steps = [m for m in metrics if "it_s" in m]
+    logged = [m for m in metrics if "it_s" in m]
     res = {**res, "load_before": load0, "load_after": os.getloadavg()[0],
-           "s_per_step": 1 / (sum(m["it_s"] for m in steps) / len(steps)) if steps else float("nan")}
+           "s_per_step": 1 / (sum(m["it_s"] for m in logged) / len(logged)) if logged else float("nan")}
     atomic_write_json(run_dir / "result.json", res)
     return res
 
@@ -99,6 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--presets", default=",".join(PRESETS), help="comma-separated presets")
     p.add_argument("--seeds", default="0", help="comma-separated train.seed values")
+    p.add_argument("--steps", type=int, default=0, help="train.steps for every preset (0: the presets' own)")
     p.add_argument("--jobs", type=int, default=2, help="presets trained at once")
     p.add_argument("--threads", type=int, default=1, help="torch threads per training process")
     args = p.parse_args(argv)
@@ -106,7 +110,8 @@ def main(argv: list[str] | None = None) -> None:
     folder, command = start("benchmarks.action_detection", args.out, args.threads, argv)
     jobs = [(q, int(seed)) for seed in args.seeds.split(",") for q in presets]
     with ThreadPoolExecutor(args.jobs) as pool:
-        done = dict(zip((f"{q}-s{seed}" for q, seed in jobs), pool.map(lambda j: one(*j, folder, args.threads), jobs)))
+        results = pool.map(lambda j: one(*j, folder, args.threads, args.steps), jobs)
+        done = dict(zip((f"{q}-s{seed}" for q, seed in jobs), results))
     rand = random_scores()
     atomic_write_json(folder / "results.json", {**done, "random": rand})
     text = (f"`{command}`\n\n{table(done)}\n\nrandom scores: mAP {rand['mAP']:.3f}, cAP {rand['cAP']:.3f}\n\n"

@@ -3,14 +3,6 @@ beside a trivial baseline, the wall-clock training time with the machine's load,
 two torch threads.
 
     python -m benchmarks.detection --out DIR [--overrides train.steps=3000,train.lr=1e-3] [--pictures 8]
-    python -m benchmarks.detection --out DIR --ratio-pairs 3 [--ratio-steps 200] [--overrides ...]
-
-`--ratio-pairs N` only times the training cost against a known quick reference, in fresh CLI processes at one
-thread (OMP_NUM_THREADS=1, passive OpenMP waiting), interleaved A, B, B, A, ...: `unigen train shapes-detr
---train.steps=S` vs `unigen train mnist-fm --train.steps=100 --train.precision=bf16`, whose quiet-machine wall time
-at one thread (22.4 s) is in benchmarks/contention.md. The median per-pair ratio times 22.4 s estimates the quiet
-one-thread wall time of S steps (startup included, so x 3000 / S over-estimates the 3000-step run by about
-3000 / S startups).
 
 Training and evaluation go through unigen's API (`unigen.run.train`, `unigen.run.evaluate`) into DIR/run (training
 is skipped when DIR/train_time.json exists, evaluation when DIR/run/eval.json does). The baseline knows nothing of the image: a 4 x 4 grid of boxes of the median training
@@ -21,15 +13,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from benchmarks.contention import timed_run
-from benchmarks.harness import log
 from unigen import run
 from unigen.config import apply_overrides
 from unigen.data import load, to_uint8
@@ -81,28 +69,6 @@ def step_seconds(cfg, steps: int = 20) -> dict[int, float]:
     return {k: sorted(v)[len(v) // 2] for k, v in times.items()}
 
 
-REFERENCE = ["train", "mnist-fm", "--train.steps=100", "--train.precision=bf16"]   # contention.md: 22.4 s quiet
-REFERENCE_QUIET_S = 22.4                                                             # at one thread
-
-
-def interleaved_ratio(overrides: list[str], steps: int, pairs: int) -> dict:
-    """Wall seconds of `unigen train shapes-detr --train.steps=steps` and of the reference, alternated `pairs`
-    times (the order flips every pair), with the median of the per-pair ratios."""
-    detr = ["train", "shapes-detr", f"--train.steps={steps}", f"--train.ckpt_every={steps}",
-            *(f"--{o}" for o in overrides)]
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for i in range(pairs):
-            order = [("detr", detr), ("reference", REFERENCE)][:: 1 if i % 2 == 0 else -1]
-            row = {name: timed_run("unigen-1-thread", argv, f"{tmp}/{name}") for name, argv in order}
-            row["load"] = os.getloadavg()[0]
-            log(f"pair {i + 1}/{pairs}: {row}")
-            rows.append(row)
-    ratio = statistics.median(r["detr"] / r["reference"] for r in rows)
-    return {"pairs": rows, "median_ratio": ratio, "steps": steps, "overrides": overrides,
-            "quiet_estimate_s": ratio * REFERENCE_QUIET_S}
-
-
 def pictures(run_dir: Path, cfg, out: Path, n: int) -> None:
     test = load(cfg.data, "test")
     model = run.load(run_dir)
@@ -120,17 +86,9 @@ def main() -> None:
     p.add_argument("--overrides", default="", help="comma-separated section.key=value for the preset")
     p.add_argument("--pictures", type=int, default=8)
     p.add_argument("--timing-only", action="store_true", help="only the per-step times (and the load average)")
-    p.add_argument("--ratio-pairs", type=int, default=0, help="only the interleaved cost ratio, this many pairs")
-    p.add_argument("--ratio-steps", type=int, default=200, help="training steps of the timed DETR runs")
     args = p.parse_args()
     out = Path(args.out)
     cfg = apply_overrides(get_preset("shapes-detr"), [o for o in args.overrides.split(",") if o])
-    if args.ratio_pairs:
-        out.mkdir(parents=True, exist_ok=True)
-        res = interleaved_ratio([o for o in args.overrides.split(",") if o], args.ratio_steps, args.ratio_pairs)
-        atomic_write_json(out / "ratio.json", res)
-        print(res)
-        return
     if args.timing_only:
         print({"step_seconds_by_threads": step_seconds(cfg), "load": os.getloadavg()})
         return
