@@ -6,9 +6,11 @@ import pytest
 import torch
 
 from unigen import run
+from unigen.cli import main
 from unigen.config import apply_overrides
 from unigen.data import load
-from unigen.data.stream import BLINK, DIM, JITTER, MOVES, SIDE, StreamData, labels_of, trajectory
+from unigen.data.stream import (BRIGHT, GROW, JITTER, MAX_PHASE, MIN_PHASE, PHASES, SIDE, WIDTH, StreamData,
+                                labels_of, trajectory)
 from unigen.errors import UserError
 from unigen.families.action_detection.losses import IGNORE, detection_loss
 from unigen.families.action_detection.network import OnlineDetector
@@ -76,7 +78,7 @@ def test_every_idn_weight_is_registered_and_trained():
     net = small("idn").train()
     names = {n for n, _ in net.head.named_parameters()}
     for w in ("W_hr", "W_x0r", "W_xtz", "W_x0z", "W_xh", "W_hh", "embed", "early"):
-        assert f"idu.{w}.weight" in names and f"idu.{w}.bias" in names
+        assert f"idu.{w}.weight" in names
     batch = load(StreamData(train_streams=2, test_streams=1, stream_len=60), "train").batch(torch.arange(2))
     loss, logs = TASK.loss(net, batch)
     loss.backward()
@@ -110,23 +112,91 @@ def test_crop_takes_each_streams_own_window():
     assert crop(t, torch.tensor([1, 6]), 3).tolist() == [[1, 2, 3], [16, 17, 18]]
 
 
-def test_stream_dynamics_move_the_blob_as_labelled():
+def idu_type1_numpy(x, embed_w, embed_b, W):
+    """The authors' IDU (hjeun/idu, keras `IDUCell.type1`, reset_after=False, no bias) transcribed in numpy with
+    keras' row-vector convention (x @ kernel), the kernels being the transposes of torch's Linear weights."""
+    sig = lambda a: 1 / (1 + np.exp(-a))                                  # noqa: E731
+    emb = np.maximum(x @ embed_w.T + embed_b, 0)                          # the `embedding` dense + ReLU
+    k = {name: w.T for name, w in W.items()}
+    x0, h = emb[:, -1], np.zeros((x.shape[0], embed_w.shape[0]))
+    for t in range(x.shape[1]):
+        r_t = sig(h @ k["W_hr"] + x0 @ k["W_x0r"])                        # fc_n_add(h_r, h_r_kernel, inputs0_r, ...)
+        z_t = sig(emb[:, t] @ k["W_xtz"] + x0 @ k["W_x0z"])
+        h_h = r_t * h
+        h_t = np.tanh(emb[:, t] @ k["W_xh"] + h_h @ k["W_hh"])
+        h = (1 - z_t) * h + h_t * z_t
+    return h
+
+
+def test_idu_matches_the_authors_type1_cell():
+    """Against an independent transcription of the reference cell; weights scaled up so that the gates are far
+    from 1/2 (a swapped update convention or the reset applied after W_hh then changes the state a lot)."""
+    net = small("idn")
+    idu = net.head.idu
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name in ("W_hr", "W_x0r", "W_xtz", "W_x0z", "W_xh", "W_hh"):
+            getattr(idu, name).weight.copy_(torch.randn(16, 16, generator=g))
+    x = torch.randn(3, 5, 8, generator=g, dtype=torch.float64)
+    W = {name: getattr(idu, name).weight.detach().double().numpy()
+         for name in ("W_hr", "W_x0r", "W_xtz", "W_x0z", "W_xh", "W_hh")}
+    want = idu_type1_numpy(x.numpy(), idu.embed.weight.detach().double().numpy(),
+                           idu.embed.bias.detach().double().numpy(), W)
+    got = idu.double()(x)["h"].detach().numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_idu_accumulates_only_relevant_inputs():
+    """z_t = 0 (every x_t judged irrelevant to x_0) leaves the state at h = 0 whatever the window holds; z_t = 1
+    with W_hh = 0 makes the last state tanh(W_xh x~_0): the current frame's information alone."""
+    idu = small("idn").head.idu.double()
+    x = torch.randn(2, 5, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        idu.embed.bias.fill_(10.0)                                  # every x~ > 0
+        idu.W_xtz.weight.zero_()
+        idu.W_x0z.weight.copy_(-1e4 * torch.eye(16))                # z = sigmoid(-1e4 x~_0) = 0
+    assert torch.all(idu(x)["h"] == 0)
+    with torch.no_grad():
+        idu.W_x0z.weight.copy_(1e4 * torch.eye(16))                 # z = 1
+        idu.W_hh.weight.zero_()
+    other = x.clone()
+    other[:, :-1] = torch.randn(2, 4, 8, dtype=torch.float64)
+    e0 = torch.relu(idu.embed(x[:, -1]))
+    torch.testing.assert_close(idu(x)["h"], torch.tanh(idu.W_xh(e0)))
+    torch.testing.assert_close(idu(other)["h"], torch.tanh(idu.W_xh(e0)))
+
+
+def test_stream_classes_differ_only_in_the_order_of_their_phases():
     g = np.random.Generator(np.random.PCG64(0))
-    y, dyn, strength, amb = labels_of(g, 2000)
-    state = trajectory(g, y, dyn, strength)
+    y, motion, amb = labels_of(g, 4000)
+    state = trajectory(g, y, motion, amb)
     step = (state[1:, :2] - state[:-1, :2] + SIDE / 2) % SIDE - SIDE / 2    # torus displacement per frame
-    for c, (dx, dy) in MOVES.items():
-        full, ramp = (y[1:] == c) & ~amb[1:], (y[1:] == c) & amb[1:]
-        assert full.any() and np.allclose(step[full], [dx, dy]) and np.allclose(step[ramp], [dx / 2, dy / 2])
-    still = (dyn[1:] == 0)
-    assert np.abs(step[still]).max() <= JITTER                             # background only jitters
-    change = np.diff(np.r_[0, y]) != 0
+    dw = np.diff(state[:, 3])
+    change = np.r_[False, y[1:] != y[:-1]]
     assert (amb == change).all()                          # exactly the onsets and the first frames after an action
-    blink = (y == BLINK) & ~amb
-    odd = blink & (np.arange(2000) % 2 == 1)
-    even = blink & (np.arange(2000) % 2 == 0) & np.r_[False, blink[:-1]]
-    assert np.allclose(state[odd, 2] / state[np.nonzero(odd)[0] - 1, 2], DIM)
-    assert even.any() and np.allclose(state[even, 2] / state[np.nonzero(even)[0] - 1, 2], 1 / DIM)
+    starts = np.flatnonzero(change & (y > 0))
+    for c, (first, second) in PHASES.items():
+        seen = 0
+        for s in starts[y[starts] == c]:
+            if (y[s:] == c).all():
+                continue                                                    # cut by the stream's end
+            n = int(np.argmax(y[s:] != c))                                  # the action's length
+            moves = np.c_[step, dw][s: s + n - 1]                           # frames s+1 .. s+n-1, from their previous
+            h1 = next(i for i in range(n - 1) if not np.allclose(moves[i], first))
+            assert MIN_PHASE <= h1 <= MAX_PHASE and MIN_PHASE <= n - 1 - h1 <= MAX_PHASE
+            assert np.allclose(moves[:h1], first) and np.allclose(moves[h1:], second)
+            seen += 1
+        assert seen > 10
+    # each primitive runs in both classes of its pair: the pair's frames show the same motions, in either order
+    grow = [np.isclose(dw[y[1:] == c], GROW).mean() for c in (1, 2)]
+    assert abs(grow[0] - grow[1]) < 0.03
+    bg = (y[1:] == 0) & ~amb[1:]
+    assert np.abs(step[bg]).max() <= JITTER and np.abs(dw[bg]).max() < 1e-12  # background only drifts
+    assert state[:, 3].min() >= WIDTH[0] - 1e-9 and state[:, 3].max() <= WIDTH[1] + 1e-9
+    assert state[:, 2].min() >= BRIGHT[0] and state[:, 2].max() <= BRIGHT[1]
+    # within a pair, the width of the growing frames has (nearly) the same distribution in both classes
+    widths = [state[1:, 3][(y[1:] == c) & np.isclose(dw, GROW)] for c in (1, 2)]
+    assert abs(widths[0].mean() - widths[1].mean()) < 0.15
 
 
 def test_bad_input_is_a_user_error():
@@ -140,6 +210,19 @@ def test_bad_input_is_a_user_error():
     batch["y"][0, 3] = 9
     with pytest.raises(UserError, match=r"class ids in \[0, 6\)"):
         TASK.loss(small("trn"), batch)
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--model.window=64", "--data.stream_len=60"], "shorter than the model's training clip of 83"),
+    (["--data.stream_len=30"], "data.stream_len must be >= 40 frames"),
+    (["--model.arch=lstm"], "model.arch='lstm' is not one of"),
+])
+def test_bad_stream_options_exit_2_with_one_line(argv, words, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "stream-trn", "--out", str(tmp_path / "run"), "--data.train_streams=2",
+              "--data.test_streams=1", *argv])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and words in err
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
