@@ -1,5 +1,9 @@
 """The autoencoder presets: LDM's KL autoencoder on shapes (the first stage of latent diffusion) and MNIST, and
-Kingma & Welling's VAE on 8-bit MNIST."""
+Kingma & Welling's VAE on 8-bit MNIST.
+
+All train in fp32: on the 2-core AMD EPYC (Zen 3: AVX2, no AVX-512 BF16 / AMX) this CPU now is, bf16 autocast made
+a shapes-kl step about 20x slower than fp32 (emulated bf16 kernels; benchmarks/autoencoders.md). On a CPU with
+native bf16 matmuls, --train.precision=bf16 is the faster choice."""
 from __future__ import annotations
 
 from unigen.config import Config, SampleConfig, TrainConfig
@@ -12,7 +16,7 @@ def shapes_kl() -> Config:
     return Config(task="autoencoders", preset="shapes-kl", data=ShapesData(),
                   model=AutoencoderConfig(kind="kl", channels=(32, 64, 64), latent_channels=4, kl_weight=1e-6),
                   train=TrainConfig(steps=1500, batch_size=16, lr=1e-3, warmup_steps=100, ema_decay=0.0,
-                                    grad_clip=0.0, precision="bf16", ckpt_every=500, log_every=50),
+                                    grad_clip=0.0, ckpt_every=500, log_every=50),
                   sample=SampleConfig(sampler="prior", n=20))
 
 
@@ -38,7 +42,7 @@ def mnist_vqvae() -> Config:
                   model=AutoencoderConfig(kind="vq", channels=(32, 64, 64), latent_channels=16, codebook_size=512,
                                           ema=True, beta=0.25, rec_loss="l2", restart=0.01),
                   train=TrainConfig(steps=300, batch_size=32, lr=1e-3, warmup_steps=100, ema_decay=0.0,
-                                    grad_clip=0.0, precision="bf16", ckpt_every=100, log_every=50),
+                                    grad_clip=0.0, ckpt_every=100, log_every=50),
                   sample=SampleConfig(sampler="prior", n=20))
 
 
@@ -50,7 +54,7 @@ def mnist_vqgan() -> Config:
                                           ema=True, beta=0.25, restart=0.01, disc_weight=0.8, disc_start=150,
                                           disc_channels=32, disc_layers=2, perceptual_weight=1.0),
                   train=TrainConfig(steps=300, batch_size=32, lr=5e-4, warmup_steps=100, ema_decay=0.0,
-                                    grad_clip=0.0, precision="bf16", ckpt_every=500, log_every=50),
+                                    grad_clip=0.0, ckpt_every=500, log_every=50),
                   sample=SampleConfig(sampler="prior", n=20))
 
 
@@ -58,7 +62,7 @@ def _prior(name: str, prior: str) -> Config:
     return Config(task="code_prior", preset=name, data=MnistData(),
                   model=PriorConfig(first_stage="", prior=prior, size="small", class_cond=False, top_k=100),
                   train=TrainConfig(steps=400, batch_size=64, lr=1e-3, warmup_steps=100, ema_decay=0.999,
-                                    precision="bf16", ckpt_every=500, log_every=50),
+                                    ckpt_every=500, log_every=50),
                   sample=SampleConfig(sampler="default", n=100))
 
 
