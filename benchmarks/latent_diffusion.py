@@ -120,7 +120,8 @@ def leak(run_dir: Path, grid_steps: tuple[int, ...] = (0, 1, 2, 5, 10)) -> list[
     are Flawed": a schedule whose last level keeps signal trains a model that reads such attributes off x_t instead
     of the prompt, and at sampling, which starts from pure noise, takes them from the noise). A linear probe (softmax
     regression, full-batch Adam, 300 steps) is fitted on the training pictures' noised latents and scored on the
-    test pictures'; chance is 1/9. sigma = inf (a flow grid's first level) is pure noise."""
+    test pictures'; chance is 1/9, and always answering the most frequent cell (the middle) scores `majority`
+    (0.25 on shapes). sigma = inf (a flow grid's first level) is pure noise."""
     cfg, model = run.read_config(run_dir), run.load(run_dir)
     net = unwrap(model)
     sigmas = sigmas_for(net, cfg.sample.steps)
@@ -129,6 +130,7 @@ def leak(run_dir: Path, grid_steps: tuple[int, ...] = (0, 1, 2, 5, 10)) -> list[
         ztr = torch.cat([net.latents(xtr[i:i + 500]) for i in range(0, len(xtr), 500)]).flatten(1)
         zte = net.latents(xte).flatten(1)
     g = torch.Generator().manual_seed(0)
+    majority = float((pte == torch.bincount(ptr).argmax()).float().mean())
     rows = []
     for k in (0, *grid_steps):
         sigma = 0.0 if k == 0 else float(sigmas[k - 1])
@@ -143,9 +145,9 @@ def leak(run_dir: Path, grid_steps: tuple[int, ...] = (0, 1, 2, 5, 10)) -> list[
             F.cross_entropy(a @ W + bias, ptr).backward()
             opt.step()
         acc = float(((b @ W + bias).argmax(1) == pte).float().mean())
-        rows.append({"grid_index": k - 1, "sigma": sigma, "position_probe_accuracy": acc})
+        rows.append({"grid_index": k - 1, "sigma": sigma, "position_probe_accuracy": acc, "majority": majority})
         print(f"leak: {'data (sigma 0)' if k == 0 else f'grid level {k - 1}'} sigma {sigma:.3g}: "
-              f"position probe accuracy {acc:.3f} (chance {1 / 9:.3f})", flush=True)
+              f"position probe accuracy {acc:.3f} (chance {1 / 9:.3f}, majority {majority:.3f})", flush=True)
     return rows
 
 
