@@ -131,9 +131,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.speed:
         res = speed([s for s in args.speed.split(",") if s], args.first_stage, overrides=tuple(args.set))
         (out / "speed.json").write_text(json.dumps(res, indent=2))
-        print(f"{command}\n{machine()}\n" + "\n".join(f"{k}: {v['s_per_step']:.3f} s/step x {v['steps']} = "
-                                                      f"{v['minutes']:.1f} min; CPU {v['cpu_s_per_step']:.3f} s/step = {v['cpu_minutes']:.1f} min "
-                                                      f"({v['precision']})" for k, v in res.items()))
+        line = lambda k, v: (f"{k}: {v['s_per_step']:.3f} s/step x {v['steps']} = {v['minutes']:.1f} min; CPU "
+                             f"{v['cpu_s_per_step']:.3f} s/step = {v['cpu_minutes']:.1f} min ({v['precision']})")
+        print(f"{command}\n{machine()}\n" + "\n".join(line(k, v) for k, v in res.items()))
         return
     results = {}
     for item in args.run:
