@@ -57,8 +57,8 @@ def training(run_dir: Path) -> dict:
             "wall_minutes": wall / 60}
 
 
-def _setup(preset: str, first_stage: str):
-    cfg = get_preset(preset)
+def _setup(preset: str, first_stage: str, overrides: tuple[str, ...] = ()):
+    cfg = apply_overrides(get_preset(preset), list(overrides))
     if cfg.task == "code_prior":
         cfg = apply_overrides(cfg, [f"model.first_stage={first_stage}"])
     task, data = TASKS[cfg.task], load(cfg.data, "train")
@@ -70,28 +70,33 @@ def _setup(preset: str, first_stage: str):
     return cfg, net, list(zip(objs, opts)), data.batch(torch.arange(cfg.train.batch_size))
 
 
-def _step(cfg, net, pairs, batch) -> float:
-    t0 = time.perf_counter()
+def _step(cfg, net, pairs, batch) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of one optimisation step."""
+    t0, c0 = time.perf_counter(), time.process_time()
     for o, opt in pairs:
         with autocast(cfg.train.precision, "cpu"):
             out = o.loss(net, batch, step=10**6) if o.with_step else o.loss(net, batch)
         opt.zero_grad()
         (out[0] if isinstance(out, tuple) else out).backward()
         opt.step()
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
-def speed(presets: list[str], first_stage: str, rounds: int = 4) -> dict:
-    """Seconds per optimisation step of each preset, interleaved; and the preset's budget in minutes."""
-    setups = {p: _setup(p, first_stage) for p in presets}
-    times: dict[str, list[float]] = {p: [] for p in presets}
+def speed(presets: list[str], first_stage: str, rounds: int = 4, overrides: tuple[str, ...] = ()) -> dict:
+    """Seconds per optimisation step of each preset, interleaved; and the preset's budget in minutes. Also the
+    process's CPU seconds per step: with 1 torch thread that is about what the step takes on a core of its own,
+    however loaded the machine is (the quiet-machine estimate, cache sharing aside)."""
+    setups = {p: _setup(p, first_stage, overrides) for p in presets}
+    times: dict[str, list[tuple[float, float]]] = {p: [] for p in presets}
     for _ in range(rounds):
         for p in presets:
             times[p].append(_step(*setups[p]))
     out = {}
     for p in presets:
-        s = statistics.median(times[p][1:])
-        out[p] = {"s_per_step": s, "steps": setups[p][0].train.steps, "minutes": s * setups[p][0].train.steps / 60}
+        s, cpu = (statistics.median(t[i] for t in times[p][1:]) for i in (0, 1))
+        steps = setups[p][0].train.steps
+        out[p] = {"s_per_step": s, "cpu_s_per_step": cpu, "steps": steps, "minutes": s * steps / 60,
+                  "cpu_minutes": cpu * steps / 60, "precision": setups[p][0].train.precision}
     return out
 
 
@@ -120,13 +125,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
     p.add_argument("--speed", default="", help="comma-separated presets: time their optimisation steps instead")
     p.add_argument("--first-stage", default="", help="--speed of a code prior: its VQ run directory")
+    p.add_argument("--set", action="append", default=[], help="--speed: an override for every preset, e.g. "
+                   "train.precision=bf16")
     args = p.parse_args(argv)
     out, command = start("benchmarks.autoencoders", args.out, args.threads, argv)
     if args.speed:
-        res = speed([s for s in args.speed.split(",") if s], args.first_stage)
+        res = speed([s for s in args.speed.split(",") if s], args.first_stage, overrides=tuple(args.set))
         (out / "speed.json").write_text(json.dumps(res, indent=2))
-        print(f"{command}\n{machine()}\n" + "\n".join(f"{k}: {v['s_per_step']:.3f} s/step x {v['steps']} = "
-                                                      f"{v['minutes']:.1f} min" for k, v in res.items()))
+        line = lambda k, v: (f"{k}: {v['s_per_step']:.3f} s/step x {v['steps']} = {v['minutes']:.1f} min; CPU "
+                             f"{v['cpu_s_per_step']:.3f} s/step = {v['cpu_minutes']:.1f} min ({v['precision']})")
+        print(f"{command}\n{machine()}\n" + "\n".join(line(k, v) for k, v in res.items()))
         return
     results = {}
     for item in args.run:

@@ -6,7 +6,9 @@ import torch
 from unigen.errors import UserError
 from unigen.families.continuous_diffusion import Gaussian, ddpm_scaled_linear
 from unigen.families.continuous_diffusion.samplers import sample_ddpm
+from unigen.families.continuous_diffusion.schedules import get_schedule
 from unigen.families.latent_diffusion.conditioning import drop_captions, std_scale_factor, text_guided
+from unigen.families.latent_diffusion.network import LatentDiffusionConfig, check
 
 F64 = torch.float64
 
@@ -86,3 +88,15 @@ def test_scaled_linear_schedule_and_ddpm_sampling_match_diffusers():
         x_vp = sched.step(eps, t, x_vp, generator=g).prev_sample
     got = sample_ddpm(data.denoiser, x, sigmas, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(got, x_vp, rtol=1e-9, atol=1e-9)
+
+
+def test_ddpm_without_a_schedule_is_stable_diffusions_scaled_linear():
+    """model.method=ddpm with model.schedule="" means SD's scaled-linear betas (the documented default), compared
+    with diffusers' alphas_cumprod; the continuous-diffusion method's own first schedule (ddpm-linear, whose last
+    level is 100x noisier) was used by mistake before."""
+    diffusers = pytest.importorskip("diffusers")
+    sched = diffusers.DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    name, param = check(LatentDiffusionConfig(method="ddpm"))
+    assert (name, param) == ("ddpm-scaled-linear", "eps")
+    torch.testing.assert_close(get_schedule(name).alpha_bar, sched.alphas_cumprod.double(), rtol=2e-6, atol=1e-7)
+    assert check(LatentDiffusionConfig(method="ddpm", schedule="ddpm-linear"))[0] == "ddpm-linear"

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from unigen.data import ShapesData, load
-from unigen.families.latent_diffusion.evaluate import ATTRIBUTES, adherence, attribute_net
+from unigen.families.latent_diffusion.evaluate import ATTRIBUTES, adherence, attribute_net, data_chance
 
 
 class Fixed(torch.nn.Module):
@@ -24,6 +24,19 @@ def test_adherence_counts_matches_per_attribute_and_all_four():
     got = adherence(Fixed(preds), torch.zeros(4, 3, 32, 32), attrs)
     assert got == {"adherence_colour": 0.5, "adherence_shape": 1.0, "adherence_size": 0.75,
                    "adherence_position": 0.75, "adherence_all": 0.25}
+
+
+def test_data_chance_is_the_adherence_of_every_picture_to_every_prompt():
+    """Brute force: pair each prompt with each data picture (an image that ignores its prompt), count matches."""
+    g = torch.Generator().manual_seed(0)
+    sizes = torch.tensor(list(ATTRIBUTES.values()))
+    prompts = (torch.rand(40, 4, generator=g) ** 2 * sizes).long()     # skewed, like shapes' positions
+    data = (torch.rand(70, 4, generator=g) ** 3 * sizes).long()
+    got = data_chance(prompts, data)
+    for i, k in enumerate(ATTRIBUTES):
+        pairs = (prompts[:, None, i] == data[None, :, i]).double().mean().item()   # (40, 70) all pairings
+        assert got[f"chance_data_{k}"] == pytest.approx(pairs, rel=1e-12)
+    assert got["chance_data_position"] > 1 / 9                        # skewed attributes beat uniform chance
 
 
 @pytest.mark.slow

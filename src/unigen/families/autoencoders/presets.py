@@ -1,5 +1,9 @@
 """The autoencoder presets: LDM's KL autoencoder on shapes (the first stage of latent diffusion) and MNIST, and
-Kingma & Welling's VAE on 8-bit MNIST."""
+Kingma & Welling's VAE on 8-bit MNIST.
+
+All train with precision "auto": bf16 only where the CPU has bf16 units (unigen.train.precision). On a 2-core AMD
+EPYC (Zen 3: AVX2, no AVX-512 BF16 / AMX) bf16 autocast made a shapes-kl step about 20x slower than fp32 (emulated
+bf16 kernels; benchmarks/autoencoders.md)."""
 from __future__ import annotations
 
 from unigen.config import Config, SampleConfig, TrainConfig

@@ -7,7 +7,9 @@ single-shape pictures the run draws one image each; adherence_<attr> is the frac
 the prompted one, adherence_all the fraction with all four right. fd is the Frechet distance between the
 classifier's penultimate features of the samples and of the 1,000 real test pictures (FID's recipe with our own
 feature net). Beside them: the same numbers for n real training pictures (`*_data`, the ceiling of adherence and
-the floor of fd at this n) and chance adherence (`chance_*`, what an image that ignores the prompt scores).
+the floor of fd at this n) and chance adherence (`chance_*`, what an image that ignores the prompt scores when
+its attributes are uniform; `chance_data_*`, when they are distributed like the training pictures': position is
+not uniform, a quarter of the shapes sit in the middle cell).
 """
 from __future__ import annotations
 
@@ -146,4 +148,16 @@ def score(model: nn.Module, cfg: Config, *, sampler: str, steps: int, guidance: 
     out.update({f"{k}_data": v for k, v in base.items()})
     out["fd_data"] = frechet_distance_features(clf.features(real_train["x"][:n]), f_ref).item()
     out.update({f"chance_{k}": 1 / v for k, v in ATTRIBUTES.items()})
+    out.update(data_chance(attrs, real_train["attributes"][:, 0]))
+    return out
+
+
+def data_chance(prompts: Tensor, data: Tensor) -> dict[str, float]:
+    """chance_data_<attr>: the adherence of images that ignore their prompts (N, 4) but whose attributes are
+    distributed like `data` (M, 4): sum_c p_prompts(c) p_data(c) per attribute."""
+    out = {}
+    for i, (k, v) in enumerate(ATTRIBUTES.items()):
+        p = torch.bincount(prompts[:, i], minlength=v).double() / len(prompts)
+        q = torch.bincount(data[:, i], minlength=v).double() / len(data)
+        out[f"chance_data_{k}"] = float(p @ q)
     return out

@@ -16,6 +16,7 @@ grid (leading spacing, steps_offset 1, set_alpha_to_one=False).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +80,8 @@ def check(m: LatentDiffusionConfig) -> tuple[str, str]:
         raise UserError("model.scale_factor must be >= 0 (0 = from the data), sigma_data and P_std > 0")
     if min(m.width, m.depth, m.head_dim, m.text_dim, m.text_depth) < 1:
         raise UserError("model.width, depth, head_dim, text_dim and text_depth must be >= 1")
+    if m.method == "ddpm" and not m.schedule:             # Stable Diffusion's schedule, not the method's first
+        m = dataclasses.replace(m, schedule="ddpm-scaled-linear")      # (ddpm-linear) as before
     return resolved(m)
 
 
