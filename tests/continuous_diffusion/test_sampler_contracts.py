@@ -194,3 +194,55 @@ def test_sampler_lookup_errors_say_what_to_do():
                            r"^PC corrector norm must be 'batch' or 'example', got 'row'$")]:
         with pytest.raises(UserError, match=message):
             call()
+
+
+@pytest.mark.parametrize("source", ["gaussian", "brownian"])
+@pytest.mark.parametrize("name", sorted(set(NOISY) - {"pc"}))    # pc: its corrector shares the generator
+def test_named_noise_sources_are_built_from_the_generator_on_the_grid(name, source):
+    """noise="gaussian" is float64 N(0, I) from `generator`; "brownian" a Brownian tree on [smallest positive sigma,
+    largest sigma] seeded from `generator` (noise.py), the same as passing those sources built by hand."""
+    from unigen.families.continuous_diffusion.noise import brownian_noise, gaussian_noise, seed_from
+    sigmas = karras_sigmas(4, 0.05, 10.0)
+    x = _x() * 10.0
+    opts = DRAWS.get(name, {})
+    g = lambda: torch.Generator().manual_seed(11)                         # noqa: E731
+    lo, hi = sigmas[-2].item(), sigmas[0].item()
+    by_hand = gaussian_noise(x, g()) if source == "gaussian" else brownian_noise(x, lo, hi, seed_from(g()))
+    torch.testing.assert_close(SAMPLERS[name](DATA.denoiser, x, sigmas, noise=source, generator=g(), **opts),
+                               SAMPLERS[name](DATA.denoiser, x, sigmas, noise=by_hand, **opts), rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("name", sorted(n for n in NOISY if "eta" in inspect.signature(SAMPLERS[n].fn).parameters))
+def test_negative_eta_or_s_noise_is_refused(name):
+    for bad in ({"eta": -0.5}, {"s_noise": -1.0}):
+        if bad.keys() <= inspect.signature(SAMPLERS[name].fn).parameters.keys():
+            with pytest.raises(UserError, match=r"must be (>= 0|in \[0, 1\]), got"):
+                SAMPLERS[name](DATA.denoiser, _x(), karras_sigmas(3), **bad)
+
+
+def test_lms_of_order_one_is_euler_and_bad_orders_are_refused():
+    """Adams-Bashforth of order 1 is Euler's method."""
+    sigmas, x = karras_sigmas(8, 0.01, 20.0), _x() * 20.0
+    torch.testing.assert_close(SAMPLERS["lms"](DATA.denoiser, x, sigmas, order=1),
+                               sample_euler(DATA.denoiser, x, sigmas), rtol=1e-12, atol=1e-12)
+    for bad in (0, 2.5):
+        with pytest.raises(UserError, match=rf"^LMS order must be a positive integer, got {bad!r}$"):
+            SAMPLERS["lms"](DATA.denoiser, x, sigmas, order=bad)
+
+
+def test_unipc_order_one_predictor_is_ddim_and_defaults_are_diffusers():
+    """UniP-1 (bh2) without the corrector is DPM-Solver++(1), i.e. DDIM (Zhao et al. 2023, Sec. 3.2); the defaults
+    are diffusers' UniPCMultistepScheduler ones (solver_order 2, bh2, lower_order_final, corrector on). Without
+    lower_order_final an order-3 run still ends with x = D at sigma = 0 (h = inf leaves only D_0)."""
+    sigmas, x = karras_sigmas(8, 0.01, 20.0), _x() * 20.0
+    unipc = SAMPLERS["unipc"]
+    torch.testing.assert_close(unipc(DATA.denoiser, x, sigmas, order=1, corrector=False),
+                               SAMPLERS["ddim"](DATA.denoiser, x, sigmas), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(unipc(DATA.denoiser, x, sigmas),
+                               unipc(DATA.denoiser, x, sigmas, order=2, variant="bh2", lower_order_final=True,
+                                     corrector=True), rtol=0, atol=0)
+    reports = []
+    out = unipc(DATA.denoiser, x, sigmas, order=3, lower_order_final=False, callback=reports.append)
+    torch.testing.assert_close(out, reports[-1]["denoised"], rtol=0, atol=0)
+    with pytest.raises(UserError, match=r"^UniPC needs order 1, 2 or 3 and variant bh1 or bh2, got 4, 'bh2'$"):
+        unipc(DATA.denoiser, x, sigmas, order=4)
