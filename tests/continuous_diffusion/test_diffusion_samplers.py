@@ -439,8 +439,10 @@ def test_churn_samplers_are_algorithm_2():
         ref = _algorithm_2(DATA.denoiser, x, sigmas, 3.0, 0.0, math.inf, 1.0, f, second)
         torch.testing.assert_close(sampler(DATA.denoiser, x, sigmas, noise=f, S_churn=3.0), ref, rtol=1e-12,
                                    atol=1e-12)
-    ref = _algorithm_2(DATA.denoiser, x, sigmas, 40.0, 0.05, 50.0, 1.003, f)
-    torch.testing.assert_close(sample_heun_churn(DATA.denoiser, x, sigmas, noise=f), ref, rtol=1e-12, atol=1e-12)
+    edges = torch.tensor([80.0, 50.5, 49.5, 5.0, 0.051, 0.049, 0.0], dtype=F64)   # levels beside S_max and S_min
+    for grid in (sigmas, edges):
+        ref = _algorithm_2(DATA.denoiser, x, grid, 40.0, 0.05, 50.0, 1.003, f)
+        torch.testing.assert_close(sample_heun_churn(DATA.denoiser, x, grid, noise=f), ref, rtol=1e-12, atol=1e-12)
     ref = _algorithm_2(DATA.denoiser, x, sigmas, 3.0, 0.3, 5.0, 1.1, f)
     torch.testing.assert_close(sample_heun_churn(DATA.denoiser, x, sigmas, noise=f, **opts), ref, rtol=1e-12,
                                atol=1e-12)
