@@ -557,3 +557,15 @@ def test_unipc_order_one_predictor_is_ddim_and_defaults_are_diffusers():
     torch.testing.assert_close(out, reports[-1]["denoised"], rtol=0, atol=0)
     with pytest.raises(UserError, match=r"^UniPC needs order 1, 2 or 3 and variant bh1 or bh2, got 4, 'bh2'$"):
         unipc(DATA.denoiser, x, sigmas, order=4)
+
+
+@pytest.mark.parametrize("name", ["dpmpp-sde", "dpmpp-2m-sde", "dpmpp-2m-sde-heun", "dpmpp-3m-sde"])
+def test_sde_samplers_default_to_brownian_noise_and_eta_one(name):
+    """k-diffusion's DPM-Solver++ SDE samplers default to a Brownian tree (BrownianTreeNoiseSampler) seeded from
+    the generator, eta = 1 and s_noise = 1 (and r = 1/2 for dpmpp-sde)."""
+    sigmas, x = karras_sigmas(4, 0.05, 10.0), _x() * 10.0
+    g = lambda: torch.Generator().manual_seed(2)                          # noqa: E731
+    explicit = {"eta": 1.0, "s_noise": 1.0, **({"r": 0.5} if name == "dpmpp-sde" else {})}
+    torch.testing.assert_close(SAMPLERS[name](DATA.denoiser, x, sigmas, generator=g()),
+                               SAMPLERS[name](DATA.denoiser, x, sigmas, generator=g(), noise="brownian", **explicit),
+                               rtol=0, atol=0)
