@@ -183,6 +183,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.child:
         return child(json.loads(args.child))
     command = "python benchmarks/mutation.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    # the revision when the run starts: mutmut copies src/ and tests/ then, so later commits are not measured
+    rev = f"git revision {args.rev}" if args.rev else "working tree at " + subprocess.run(
+        ["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="unigen-mutation-") as tmp:
         work = ROOT
@@ -202,8 +205,6 @@ def main(argv: list[str] | None = None) -> None:
         for tests, mods in groups.items():
             results.update(run_group(work, mods, [t for t in tests if (work / t).exists()], args.max_children,
                                      args.max_minutes, args.recheck))
-    rev = f"git revision {args.rev}" if args.rev else "working tree at " + subprocess.run(
-        ["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
     section = report(results, args.label, command, time.time() - t0, rev)
     write(section)
     print(section)
