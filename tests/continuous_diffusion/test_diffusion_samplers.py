@@ -569,3 +569,16 @@ def test_sde_samplers_default_to_brownian_noise_and_eta_one(name):
     torch.testing.assert_close(SAMPLERS[name](DATA.denoiser, x, sigmas, generator=g()),
                                SAMPLERS[name](DATA.denoiser, x, sigmas, generator=g(), noise="brownian", **explicit),
                                rtol=0, atol=0)
+
+
+def test_invert_ddim_reports_every_step_up():
+    """invert_ddim's callback: step i, the x it reached at sigmas[i + 1], the level sigmas[i] it denoised at and
+    D(x_i, sigmas[i])."""
+    up = torch.tensor([0.1, 0.5, 2.0, 8.0], dtype=F64)
+    x, reports = _x() * 0.1, []
+    out = invert_ddim(DATA.denoiser, x, up, callback=reports.append)
+    assert [r["i"] for r in reports] == [0, 1, 2] and [float(r["sigma"]) for r in reports] == [0.1, 0.5, 2.0]
+    torch.testing.assert_close(reports[-1]["x"], out, rtol=0, atol=0)
+    for r, sigma, x_i in zip(reports, up.tolist(), [x] + [r["x"] for r in reports[:-1]]):
+        torch.testing.assert_close(r["denoised"], DATA.denoiser(x_i, torch.full((6,), sigma, dtype=F64)),
+                                   rtol=1e-12, atol=1e-12)

@@ -268,3 +268,11 @@ def _poly(*args, **kwargs):
 def _ddpm_sigmas(*args, **kwargs):
     from unigen.families.continuous_diffusion.grids import ddpm_sigmas
     return ddpm_sigmas(*args, **kwargs)
+
+
+def test_ddpm_defaults_are_1000_levels_and_leading_spacing():
+    """Ho et al. 2020: T = 1000 linear betas; diffusers' DDPM / DDIM schedulers default to "leading" spacing
+    (Lin et al. 2023, Table 2): t_i = i T / n."""
+    from unigen.families.continuous_diffusion.schedules import linear_betas
+    assert linear_betas().numel() == 1000
+    assert ddpm_timesteps(1000, 4).tolist() == [750, 500, 250, 0]
