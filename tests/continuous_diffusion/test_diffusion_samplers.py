@@ -386,14 +386,15 @@ def test_each_report_is_the_sample_the_next_step_starts_from(name):
         assert any(torch.allclose(r["x"], x, rtol=1e-10, atol=1e-10) for x in seen), (name, i)
 
 
-def test_flow_euler_on_a_grid_ending_above_zero_returns_x_at_that_level():
+@pytest.mark.parametrize("name", ["flow-euler", "flow-midpoint"])
+def test_flow_samplers_on_a_grid_ending_above_zero_return_x_at_that_level(name):
     """A grid ending at sigma > 0 returns x at that level in EDM variables (x = x_t (1 + sigma)): the same as the
     report of that step on the longer grid."""
     full = flow_sigmas(6)
     reports = []
     x = _x()
-    sample_flow_euler(DATA.denoiser, x, full, callback=reports.append)
-    out = sample_flow_euler(DATA.denoiser, x, full[:4])
+    SAMPLERS[name](DATA.denoiser, x, full, callback=reports.append)
+    out = SAMPLERS[name](DATA.denoiser, x, full[:4])
     torch.testing.assert_close(out, reports[2]["x"], rtol=1e-12, atol=1e-12)
 
 
@@ -446,6 +447,9 @@ def test_churn_samplers_are_algorithm_2():
     ref = _algorithm_2(DATA.denoiser, x, sigmas, 3.0, 0.3, 5.0, 1.1, f)
     torch.testing.assert_close(sample_heun_churn(DATA.denoiser, x, sigmas, noise=f, **opts), ref, rtol=1e-12,
                                atol=1e-12)
+    long = karras_sigmas(200, 0.002, 80.0)              # N = 200: gamma = 40 / N = 0.2, below the sqrt 2 - 1 cap
+    torch.testing.assert_close(sample_heun_churn(DATA.denoiser, x, long, noise=f),
+                               _algorithm_2(DATA.denoiser, x, long, 40.0, 0.05, 50.0, 1.003, f), rtol=1e-12, atol=1e-12)
     g = lambda: torch.Generator().manual_seed(4)                          # noqa: E731
     torch.testing.assert_close(sample_heun_churn(DATA.denoiser, x, sigmas, generator=g()),
                                sample_heun(DATA.denoiser, x, sigmas, generator=g(), S_churn=40.0, S_min=0.05,
@@ -582,3 +586,23 @@ def test_invert_ddim_reports_every_step_up():
     for r, sigma, x_i in zip(reports, up.tolist(), [x] + [r["x"] for r in reports[:-1]]):
         torch.testing.assert_close(r["denoised"], DATA.denoiser(x_i, torch.full((6,), sigma, dtype=F64)),
                                    rtol=1e-12, atol=1e-12)
+
+
+def test_pc_brownian_noise_spans_the_grid_and_is_seeded_first_from_the_generator():
+    """pc with noise="brownian": the tree spans [smallest positive sigma, largest sigma] and takes its seed from the
+    generator before the corrector's draws (noise.resolve_noise), as a tree built by hand in that order."""
+    from unigen.families.continuous_diffusion.noise import brownian_noise, seed_from
+    sigmas, x = karras_sigmas(4, 0.05, 10.0), _x() * 10.0
+    g = torch.Generator().manual_seed(6)
+    tree = brownian_noise(x, sigmas[-2].item(), sigmas[0].item(), seed_from(g))
+    torch.testing.assert_close(sample_pc(DATA.denoiser, x, sigmas, noise="brownian",
+                                         generator=torch.Generator().manual_seed(6)),
+                               sample_pc(DATA.denoiser, x, sigmas, noise=tree, generator=g), rtol=1e-13, atol=1e-13)
+
+
+def test_euler_ancestral_defaults_are_k_diffusions():
+    """k-diffusion's sample_euler_ancestral: eta = 1 (DDPM's posterior variance), s_noise = 1."""
+    sigmas, x, f = karras_sigmas(5, 0.05, 10.0), _x() * 10.0, _keyed_noise((6, 2))
+    torch.testing.assert_close(SAMPLERS["euler-ancestral"](DATA.denoiser, x, sigmas, noise=f),
+                               SAMPLERS["euler-ancestral"](DATA.denoiser, x, sigmas, noise=f, eta=1.0, s_noise=1.0),
+                               rtol=0, atol=0)

@@ -253,8 +253,12 @@ def test_flow_grid_with_a_positive_t_min_is_diffusers_linspace_in_float64():
     (lambda: _ddpm_sigmas(EDM(), 4), r"^ddpm_sigmas needs a discrete DDPM schedule, got EDM$"),
     (lambda: _ddpm_sigmas(ddpm_linear(), 4, steps_offset=300),
      r"^steps_offset=300 puts a timestep past the last level 999$"),
+    (lambda: _ddpm_sigmas(ddpm_linear(), 4, set_alpha_to_one=False),
+     r"^set_alpha_to_one=False ends on level 0, so the grid may not contain it \(use steps_offset=1\)$"),
+    (lambda: ddpm_timesteps(10, 3, "sideways"), r"^unknown timestep spacing 'sideways'; choose leading, trailing or linspace$"),
+    (lambda: ddpm_timesteps(10, 11), r"^cannot take 11 steps from a schedule with 10 levels$"),
 ], ids=["t_min=t_max", "t_max=0", "shift<0", "logsnr-0", "logsnr-equal", "poly-0", "poly-equal", "rho=0", "rho<0",
-        "ddpm-not-discrete", "ddpm-offset"])
+        "ddpm-not-discrete", "ddpm-offset", "alpha-one", "spacing", "too-many"])
 def test_grid_argument_errors_say_what_is_wrong(call, message):
     with pytest.raises(UserError, match=message):
         call()
