@@ -11,6 +11,9 @@ run (one stats collection), and mutmut runs, for each mutant, only the tests tha
 [tool.mutmut] settings): a "before" score.
 Score = (killed + timed out) / mutants checked; "no tests" counts against it. `--max-minutes` stops a long run
 and reports the mutants checked so far (mutmut checks the ones with the fastest tests first, so say so).
+`--recheck` continues the last run of the same modules and tests (its mutants/ folder) after tests were added:
+mutmut reuses its timings, measures only the new tests, and runs only the mutants that were not killed or not
+checked; a killed mutant stays killed (the code is unchanged, and added tests cannot revive it).
 """
 from __future__ import annotations
 
@@ -72,7 +75,7 @@ def child(spec: dict) -> None:
     mc._config = dataclasses.replace(cfg, only_mutate=spec["modules"],
                                      pytest_add_cli_args_test_selection=spec["tests"])
     from mutmut.__main__ import _run
-    _run((), spec["max_children"])
+    _run(tuple(spec.get("names", ())), spec["max_children"])
 
 
 def survivors_diffs(work: Path, names: list[str], path: str) -> dict[str, str]:
@@ -84,10 +87,23 @@ def survivors_diffs(work: Path, names: list[str], path: str) -> dict[str, str]:
     return json.loads(out)
 
 
+def not_killed(work: Path) -> list[str]:
+    """Mutants of the last run in work/mutants that survived, had no tests or were not checked (for --recheck)."""
+    names = []
+    for meta in sorted((work / "mutants").rglob("*.py.meta")):
+        codes = json.loads(meta.read_text())["exit_code_by_key"]
+        names += [k for k, v in codes.items() if STATUS.get(v, "suspicious") not in ("killed", "timeout")]
+    return names
+
+
 def run_group(work: Path, modules: list[str], tests: list[str], max_children: int,
-              minutes: float = 0) -> dict[str, dict]:
-    shutil.rmtree(work / "mutants", ignore_errors=True)
-    spec = {"modules": modules, "tests": tests, "max_children": max_children}
+              minutes: float = 0, recheck: bool = False) -> dict[str, dict]:
+    names = not_killed(work) if recheck else []
+    if recheck and not names:
+        raise SystemExit("--recheck: no earlier run of these modules in mutants/ left anything to check")
+    if not recheck:
+        shutil.rmtree(work / "mutants", ignore_errors=True)
+    spec = {"modules": modules, "tests": tests, "max_children": max_children, "names": names}
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
     env.pop("PYTHONPATH", None)   # mutmut puts mutants/src first and removes src/ from the path
     t0 = time.time()
@@ -160,11 +176,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-children", type=int, default=1, help="parallel mutant workers (default 1)")
     p.add_argument("--max-minutes", type=float, default=0,
                    help="stop each mutmut run after this long and report the mutants checked so far (default: none)")
+    p.add_argument("--recheck", action="store_true",
+                   help="continue the last run of the same modules and tests: check only what it did not kill")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         return child(json.loads(args.child))
     command = "python benchmarks/mutation.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    # the revision when the run starts: mutmut copies src/ and tests/ then, so later commits are not measured
+    rev = f"git revision {args.rev}" if args.rev else "working tree at " + subprocess.run(
+        ["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="unigen-mutation-") as tmp:
         work = ROOT
@@ -183,9 +204,7 @@ def main(argv: list[str] | None = None) -> None:
         results = {}
         for tests, mods in groups.items():
             results.update(run_group(work, mods, [t for t in tests if (work / t).exists()], args.max_children,
-                                     args.max_minutes))
-    rev = f"git revision {args.rev}" if args.rev else "working tree at " + subprocess.run(
-        ["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
+                                     args.max_minutes, args.recheck))
     section = report(results, args.label, command, time.time() - t0, rev)
     write(section)
     print(section)

@@ -153,3 +153,53 @@ def test_a_ve_network_ported_from_edm_needs_no_sign_flip():
     torch.testing.assert_close(make_denoiser(F, "sigma-score", VE())(x, sigma), edm_ve, rtol=1e-12, atol=1e-12)
     neg = lambda x, c: -F(x, c)                                       # noqa: E731
     torch.testing.assert_close(make_denoiser(neg, "eps", VE())(x, sigma), edm_ve, rtol=1e-12, atol=1e-12)
+
+
+def test_edm_defaults_are_sigma_data_one_half():
+    """EDM Sec. 5 / Table 1 uses sigma_data = 0.5: the coefficient functions and make_denoiser default to it
+    (formulas written out here, not through c_in / c_out / c_skip)."""
+    sigma = torch.tensor([0.002, 0.5, 3.0, 80.0], dtype=F64)
+    sd = 0.5
+    torch.testing.assert_close(c_skip(sigma), sd ** 2 / (sigma ** 2 + sd ** 2), rtol=1e-12, atol=0)
+    torch.testing.assert_close(c_out(sigma), sigma * sd / (sigma ** 2 + sd ** 2).sqrt(), rtol=1e-12, atol=0)
+    torch.testing.assert_close(c_in(sigma), 1 / (sigma ** 2 + sd ** 2).sqrt(), rtol=1e-12, atol=0)
+    net = lambda x_in, c_noise: torch.sin(3 * x_in) + c_noise[:, None]      # noqa: E731 any network
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(5), dtype=F64)
+    s = sigma[:, None]
+    edm = sd ** 2 / (s ** 2 + sd ** 2) * x + s * sd / (s ** 2 + sd ** 2).sqrt() * net(
+        x / (s ** 2 + sd ** 2).sqrt(), sigma.log() / 4)                      # EDM Eq. 7 written out
+    torch.testing.assert_close(make_denoiser(net, "edm", EDM())(x, sigma), edm, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("parameterization", ["eps", "x0", "v", "score", "sigma-score"])
+def test_conditioning_keywords_reach_every_adapted_network(parameterization):
+    seen = {}
+
+    def net(x_in, c_noise, y=None):
+        seen["y"] = y
+        return torch.zeros_like(x_in)
+
+    make_denoiser(net, parameterization, ddpm_linear())(torch.ones(2, 3), torch.ones(2), y=torch.tensor([4, 7]))
+    assert seen["y"].tolist() == [4, 7]
+
+
+def test_sigma_is_cast_to_the_sample_dtype():
+    """A float64 sigma (a grid built in float64) with a float32 sample: the network sees float32 c_noise and the
+    denoiser returns float32, as the samplers' float32 path expects (no silent promotion to float64)."""
+    seen = {}
+
+    def net(x_in, c_noise):
+        seen["c_noise"] = c_noise
+        return torch.zeros_like(x_in)
+
+    for parameterization in ("eps", "edm"):
+        out = make_denoiser(net, parameterization, EDM())(torch.ones(2, 3), torch.tensor([0.5, 2.0], dtype=F64))
+        assert out.dtype == torch.float32 and seen["c_noise"].dtype == torch.float32
+
+
+def test_bad_parameterization_messages_name_the_choices_and_the_schedule():
+    with pytest.raises(UserError, match=r"unknown parameterization 'noise'; choose one of: x0, eps, v, score, "
+                                        r"sigma-score, flow, edm$"):
+        make_denoiser(lambda x, c: x, "noise", EDM())
+    with pytest.raises(UserError, match=r"^parameterization 'flow' needs the flow schedule, got EDM$"):
+        make_denoiser(lambda x, c: x, "flow", EDM())

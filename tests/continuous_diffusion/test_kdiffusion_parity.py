@@ -117,6 +117,7 @@ CASES = [
     ("lms", "sample_lms", {"order": 3}, {}),
     ("dpm-2", "sample_dpm_2", {}, {}),
     ("dpm-2", "sample_dpm_2", {"S_churn": 5.0, "S_min": 0.05, "S_max": 10.0, "S_noise": 1.007}, "churn"),
+    ("dpm-2", "sample_dpm_2", {"S_churn": 1.0}, "churn"),   # gamma = S_churn / N below its cap; default S_min, S_max
     ("dpm-2-ancestral", "sample_dpm_2_ancestral", {"eta": 0.8, "s_noise": 1.01}, {}),
     ("dpmpp-2s-ancestral", "sample_dpmpp_2s_ancestral", {"eta": 1.0, "s_noise": 1.01}, {}),
     ("dpmpp-2s-ancestral", "sample_dpmpp_2s_ancestral", {"eta": 0.0}, {}),

@@ -314,3 +314,18 @@ def test_llada_selection_breaks_ties_by_position():
     picked = LL.transfer_index(conf, torch.tensor([3, 720]), None)
     assert picked[0].nonzero().flatten().tolist() == [0, 7, 14]
     assert picked[1].nonzero().flatten().tolist() == sorted(list(range(0, 5000, 7)) + [1, 2, 3, 4, 5])
+
+
+def test_categorical_draws_are_gumbel_max_on_float64_uniforms():
+    """sample_categorical and add_gumbel_noise draw float64 uniforms u from the generator (a float32 u cannot
+    represent the tail below 2^-24) and take Gumbel-max: argmax log p - log(-log u) (Gumbel 1954; Maddison et al.
+    2014), written out here."""
+    from unigen.families.discrete_diffusion.categorical import add_gumbel_noise, sample_categorical
+    probs = torch.tensor([[0.2, 0.5, 0.3, 0.0], [1e-3, 0.25, 0.7, 0.049]], dtype=torch.float32).repeat(40, 1)
+    u = torch.rand(probs.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    expected = (probs.double().log() - (-u.log()).log()).argmax(-1)
+    assert torch.equal(sample_categorical(probs, torch.Generator().manual_seed(3)), expected)
+    logits = torch.randn(80, 4, generator=torch.Generator().manual_seed(1)).to(torch.bfloat16)
+    scores = add_gumbel_noise(logits, 0.7, torch.Generator().manual_seed(3))
+    assert scores.dtype == torch.float64
+    torch.testing.assert_close(scores, logits.double() - 0.7 * (-u.log()).log(), rtol=1e-15, atol=0)

@@ -259,3 +259,10 @@ def test_temp_and_trash_folders_live_beside_the_checkpoints(tmp_path, monkeypatc
     root = tmp_path / "new_run" / "checkpoints"
     assert [(Path(kw["dir"]), kw["prefix"]) for kw in made] == [
         (root, ".tmp-step_0000001-"), (root, ".tmp-step_0000002-"), (root, ".trash-step_0000001-")]
+
+
+def test_the_first_save_creates_a_run_folder_that_does_not_exist_yet(tmp_path):
+    run = tmp_path / "runs" / "new" / "run"                        # no parent exists yet: created as `mkdir -p` would
+    d = ckpt.save_checkpoint(run, 1, {"model": tensors(1)}, {"s": 1}, keep_last=1)
+    assert d == run / "checkpoints" / "step_0000001"
+    assert torch.equal(ckpt.read_checkpoint(d)[1]["model"]["w"], tensors(1)["w"])
