@@ -79,11 +79,14 @@ def text_quality(run_dir: Path, record: dict) -> dict:
             "unigram_entropy_heldout": float(unigram_entropy(held).mean())}
 
 
-def _trajectory(label: str, preset: str, run_dir: Path, reports: list[dict], out: Path) -> str:
+def _trajectory(label: str, preset: str, run_dir: Path, reports: list[dict], out: Path) -> dict:
+    """The trajectory picture of one run: {"path", and for images "sigmas", the noise level of each row}."""
     if label == "image":
-        return save_image_trajectory(reports, out / "image_trajectory.png")["path"]
+        return save_image_trajectory(reports, out / "image_trajectory.png")
     snaps = text_trajectory(reports, load_tokenizer(run_dir).decode)
-    return save_text_trajectory(snaps, out / "text_trajectory.html", title=f"{preset}: the first samples unmasking")
+    return {"path": save_text_trajectory(snaps, out / "text_trajectory.html",
+                                         title=f"{preset}: the first samples unmasking"),
+            "masked": [s["masked"] for s in snaps]}
 
 
 def _summary(report: dict) -> dict:
