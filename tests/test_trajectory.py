@@ -74,6 +74,16 @@ def test_trajectories_refuse_the_other_kind_of_reports(runs, tmp_path):
         text_trajectory([], str)
 
 
+def test_demo_text_quality_reads_samples_and_heldout_text(runs, tmp_path):
+    from unigen.experiments.demo import text_quality
+    out = sample(runs / "text", sampler="mdlm", n=2, seed=0, out_dir=tmp_path / "s")
+    got = text_quality(runs / "text", json.loads(open(out["json"], encoding="utf-8").read()))
+    assert 0 <= got["real_word_fraction"] <= 1 and got["words"] >= 0
+    assert got["real_word_fraction_heldout"] > 0.5        # held-out English: most words are training-split words
+    assert 0 < got["unigram_entropy"] <= torch.log(torch.tensor(32.0)) + 1e-6          # at most log(L) nats
+    assert 0 < got["unigram_entropy_heldout"] <= torch.log(torch.tensor(32.0)) + 1e-6
+
+
 @pytest.mark.slow
 def test_demo_writes_trajectories_and_summary(tmp_path, monkeypatch):
     """The whole demo on tiny settings: its files exist and metrics.json's summary holds the issue's numbers."""
