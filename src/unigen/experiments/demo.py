@@ -92,10 +92,10 @@ def _trajectory(label: str, preset: str, run_dir: Path, reports: list[dict], out
 
 
 def _summary(report: dict) -> dict:
-    image, text = report["image"]["metrics"], report["text"]["metrics"]
-    keys = ("real_word_fraction", "real_word_fraction_heldout", "unigram_entropy", "unigram_entropy_heldout")
     """The issue's numbers: FD of the quick eval (256 samples) and its real-data floor, held-out bits/byte (quick:
     8 windows), the text samples' real-word fraction and unigram entropy beside held-out text's."""
+    image, text = report["image"]["metrics"], report["text"]["metrics"]
+    keys = ("real_word_fraction", "real_word_fraction_heldout", "unigram_entropy", "unigram_entropy_heldout")
     return {"fd": image.get("fd"), "fd_data": image.get("fd_data"),
             "bits_per_byte": text.get("bits_per_byte"), **{k: text.get(k) for k in keys}}
 
