@@ -139,14 +139,16 @@ def phase_speed(args, runs: Path, judge) -> dict:
 
 def phase_prompted(args, runs: Path, judge) -> dict:
     """Fast-dLLM's quality cost where the model writes text: the continuations of `--n` held-out prompts (the
-    first `--prompt-len` bytes of the first n test windows; the rest of each window, 96 bytes in blocks of 32, is
-    generated), as Fast-dLLM evaluates on prompted tasks. Greedy (temperature 0), every threshold of
-    `--thresholds`, full recompute, prefix and dual cache; scored by the judge on the continuation given the
+    first `--prompt-len` bytes of n test windows evenly spaced over the split (its first windows are all one
+    whitespace table); the rest of each window, 96 bytes in blocks of 32, is generated), as Fast-dLLM evaluates on
+    prompted tasks. Every temperature of `--temperatures` (Fast-dLLM: 0, greedy) and threshold of `--thresholds`:
+    full recompute, prefix and dual cache; scored by the judge on the continuation given the
     prompt. Beside them: the held-out continuations themselves, text-ar's (one call per token, temperature 1 and
     0) and LLaDA's low-confidence remasking one token per step without a threshold (the uncached, unparallel
     reference). Agreement: share of continuation tokens equal to the uncached threshold run's."""
     cfg = read_config(runs / "text-mdlm")
-    ids = load_data(cfg.data, "test").batch(torch.arange(args.n))["ids"]  # (n, T)
+    test = load_data(cfg.data, "test")
+    ids = test.batch(torch.linspace(0, len(test) - 1, args.n).long())["ids"]  # (n, T), spread over the split
     P = args.prompt_len
     G = ids.shape[1] - P
     prompts = ids[:, :P].tolist()
@@ -166,17 +168,18 @@ def phase_prompted(args, runs: Path, judge) -> dict:
             x, stats, sec, _ = TASKS["ar"].generate(ar, prompts, G, sampler="ar", steps=0, seed=0, temperature=temp)
             add("text-ar", "ar", x, int(stats["nfe"]), sec, temperature=temp)
     lm = load(runs / "text-mdlm")
-    x, stats, sec, _ = TASKS["mdlm"].generate(lm, prompts, G, sampler="llada", steps=G, seed=0, temperature=0.0,
-                                              block_length=32)
-    add("text-mdlm", "llada", x, int(stats["nfe"]), sec, temperature=0.0, threshold=None)
-    for th in args.thresholds:
-        base = None
-        for sampler in CACHE_SAMPLERS:
-            x, stats, sec, _ = TASKS["mdlm"].generate(lm, prompts, G, sampler=sampler, steps=0, seed=0,
-                                                      temperature=0.0, threshold=th, block_length=32)
-            base = x if base is None else base
-            add("text-mdlm", sampler, x, int(stats["nfe"]), sec, temperature=0.0, threshold=th,
-                agreement=float((x == base)[:, P:].float().mean()))
+    for temp in args.temperatures:
+        x, stats, sec, _ = TASKS["mdlm"].generate(lm, prompts, G, sampler="llada", steps=G, seed=0,
+                                                  temperature=temp, block_length=32)
+        add("text-mdlm", "llada", x, int(stats["nfe"]), sec, temperature=temp, threshold=None)
+        for th in args.thresholds:
+            base = None
+            for sampler in CACHE_SAMPLERS:
+                x, stats, sec, _ = TASKS["mdlm"].generate(lm, prompts, G, sampler=sampler, steps=0, seed=0,
+                                                          temperature=temp, threshold=th, block_length=32)
+                base = x if base is None else base
+                add("text-mdlm", sampler, x, int(stats["nfe"]), sec, temperature=temp, threshold=th,
+                    agreement=float((x == base)[:, P:].float().mean()))
     return {"rows": rows, "n": args.n, "prompt_len": P, "generated": G}
 
 
@@ -320,11 +323,13 @@ def main(argv=None) -> None:
     p.add_argument("--rounds", type=int, default=3, help="speed: interleaved rounds per length (default 3)")
     p.add_argument("--prompt-len", type=int, default=32, help="prompted: prompt bytes of each test window (default 32)")
     p.add_argument("--thresholds", default="0.9,0.7,0.5", help="prompted: Fast-dLLM thresholds (default 0.9,0.7,0.5)")
+    p.add_argument("--temperatures", default="0", help="prompted: sampling temperatures (default 0, Fast-dLLM's)")
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
     args = p.parse_args(argv)
     args.lengths = [int(v) for v in args.lengths.split(",")]
     args.presets = [v for v in args.presets.split(",") if v]
     args.thresholds = [float(v) for v in args.thresholds.split(",")]
+    args.temperatures = [float(v) for v in args.temperatures.split(",")]
     torch.set_num_threads(args.threads)
     runs = Path(args.runs)
     path = runs / "genppl.json"
