@@ -23,15 +23,14 @@ V = 3  # real tokens; the absorbing graph's mask is state V
 
 
 def rate_matrix(graph: str) -> torch.Tensor:
-    """Q[y, x] = rate x -> y (columns sum to 0)."""
+    """Q[y, x] = rate x -> y (columns sum to 0): absorbing e_mask 1^T - I with the mask's column 0 (it stays);
+    uniform 1 1^T / N - I."""
     if graph == "absorb":
-        Q = torch.zeros(V + 1, V + 1, dtype=torch.float64)
-        Q[V, :V] = 1.0
-        Q[range(V), range(V)] = -1.0
+        Q = -torch.eye(V + 1, dtype=torch.float64)
+        Q[V] += 1.0
+        Q[:, V] = 0.0
         return Q
-    Q = torch.full((V, V), 1.0 / V, dtype=torch.float64)
-    Q[range(V), range(V)] = -(V - 1) / V
-    return Q
+    return torch.full((V, V), 1.0 / V, dtype=torch.float64) - torch.eye(V, dtype=torch.float64)
 
 
 def make_score(graph: str, n: int):
