@@ -1,6 +1,8 @@
 """Generative perplexity vs NFE for every discrete sampler, and Fast-dLLM's KV cache against full recompute.
 
     python -m benchmarks.text_genppl --runs DIR --phases genppl,cache [--n 16] [--threads 1]
+    python -m benchmarks.text_genppl --runs DIR --phases speed --lengths 256,1024 --rounds 3   # Fast-dLLM end to end
+    python -m benchmarks.text_genppl --runs DIR --phases prompted --n 16 --thresholds 0.9,0.7,0.5   # its quality
 
 DIR holds trained runs named after their presets (text-ar-judge, text-ar, text-mdlm, text-sedd, text-bd3-4), e.g.
 from `unigen train PRESET --out DIR/PRESET`. Results go to DIR/genppl.json and are printed as markdown tables.
@@ -15,11 +17,12 @@ import time
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from unigen.data import load as load_data
 from unigen.families.discrete_diffusion.bd3 import bd3_token_nll
 from unigen.families.discrete_diffusion.cache import cached_call, refresh_call
-from unigen.families.discrete_diffusion.genppl import generative_perplexity
+from unigen.families.discrete_diffusion.genppl import generative_perplexity, unigram_entropy
 from unigen.registry import TASKS
 from unigen.run import load, read_config
 
@@ -89,6 +92,95 @@ def phase_cache(args, runs: Path, judge) -> dict:
                         "entropy": m["entropy"], "tokens": x[0, 16:].tolist()})
             print(json.dumps({k: v for k, v in out[-1].items() if k != "tokens"}), flush=True)
     return {"rows": out, "threshold": args.threshold}
+
+
+CACHE_SAMPLERS = ("fast-dllm", "fast-dllm-prefix", "fast-dllm-dual")  # full recompute, prefix cache, dual cache
+
+
+def phase_speed(args, runs: Path, judge) -> dict:
+    """Fast-dLLM's speed-up end to end, interleaved: at each generated length, `--rounds` rounds of the three
+    samplers of CACHE_SAMPLERS (the order rotated by one each round), one process, batch 1, the first 16 test bytes
+    as prompt, blocks of 32, the same threshold, temperature 0 (greedy, as Fast-dLLM). Each cached run's tokens/s
+    over the full-recompute run of its own round, the median over rounds; model calls. The first round's texts
+    are kept for agreement with the uncached text, gen PPL and entropy (all rounds draw the same greedy text
+    unless float ties differ)."""
+    lm = load(runs / "text-mdlm")
+    task, cfg = TASKS["mdlm"], read_config(runs / "text-mdlm")
+    prompt = load_data(cfg.data, "test").batch(torch.arange(1))["ids"][0, :16].tolist()
+    out = []
+    for length in args.lengths:
+        rounds = []
+        for r in range(args.rounds):
+            got = {}
+            for k in range(len(CACHE_SAMPLERS)):
+                sampler = CACHE_SAMPLERS[(k + r) % len(CACHE_SAMPLERS)]
+                x, stats, seconds, _ = task.generate(lm, [prompt], length, sampler=sampler, steps=0, seed=0,
+                                                     temperature=0.0, threshold=args.threshold, block_length=32)
+                got[sampler] = {"seconds": seconds, "nfe": int(stats["nfe"]),
+                                "positions": int(stats.get("positions", stats["nfe"] * x.shape[1])), "x": x}
+                print(json.dumps({"length": length, "round": r, "sampler": sampler, "seconds": round(seconds, 2),
+                                  "nfe": got[sampler]["nfe"]}), flush=True)
+            rounds.append(got)
+        for sampler in CACHE_SAMPLERS:
+            ratios = [rd["fast-dllm"]["seconds"] / rd[sampler]["seconds"] for rd in rounds]
+            first, base = rounds[0][sampler], rounds[0]["fast-dllm"]
+            m = {"gen_ppl": float("nan"), "entropy": float(unigram_entropy(first["x"][:, 16:]).mean())}
+            if judge is not None:  # without a judge in DIR, speed only
+                m = generative_perplexity(judge, first["x"], bos_id=judge.bos_id, mask_id=judge.mask_id, prompt_len=16)
+            out.append({"length": length, "sampler": sampler, "threshold": args.threshold,
+                        "seconds": [round(rd[sampler]["seconds"], 2) for rd in rounds],
+                        "nfe": [rd[sampler]["nfe"] for rd in rounds], "positions": first["positions"],
+                        "speedup_rounds": ratios, "speedup_median": sorted(ratios)[len(ratios) // 2],
+                        "agreement": float((first["x"] == base["x"]).float()[:, 16:].mean()),
+                        "gen_ppl": m["gen_ppl"], "entropy": m["entropy"], "tokens": first["x"][0, 16:].tolist()})
+            print(json.dumps({k: v for k, v in out[-1].items() if k != "tokens"}), flush=True)
+    return {"rows": out, "threshold": args.threshold, "rounds": args.rounds}
+
+
+def phase_prompted(args, runs: Path, judge) -> dict:
+    """Fast-dLLM's quality cost where the model writes text: the continuations of `--n` held-out prompts (the
+    first `--prompt-len` bytes of n test windows evenly spaced over the split (its first windows are all one
+    whitespace table); the rest of each window, 96 bytes in blocks of 32, is generated), as Fast-dLLM evaluates on
+    prompted tasks. Every temperature of `--temperatures` (Fast-dLLM: 0, greedy) and threshold of `--thresholds`:
+    full recompute, prefix and dual cache; scored by the judge on the continuation given the
+    prompt. Beside them: the held-out continuations themselves, text-ar's (one call per token, temperature 1 and
+    0) and LLaDA's low-confidence remasking one token per step without a threshold (the uncached, unparallel
+    reference). Agreement: share of continuation tokens equal to the uncached threshold run's."""
+    cfg = read_config(runs / "text-mdlm")
+    test = load_data(cfg.data, "test")
+    ids = test.batch(torch.linspace(0, len(test) - 1, args.n).long())["ids"]  # (n, T), spread over the split
+    P = args.prompt_len
+    G = ids.shape[1] - P
+    prompts = ids[:, :P].tolist()
+    rows = []
+
+    def add(name: str, sampler: str, x: Tensor, nfe: int, seconds: float, **extra) -> None:
+        m = generative_perplexity(judge, x, bos_id=judge.bos_id, mask_id=judge.mask_id, prompt_len=P)
+        se = float((m["nll"] / G).std() / len(x) ** 0.5)
+        rows.append({"model": name, "sampler": sampler, "nfe": nfe, "gen_ppl": m["gen_ppl"], "se_nats": se,
+                     "entropy": m["entropy"], "seconds": round(seconds, 2), **extra, "tokens": x[:, P:].tolist()})
+        print(json.dumps({k: v for k, v in rows[-1].items() if k != "tokens"}), flush=True)
+
+    add("held-out text", "-", ids, 0, 0.0)
+    if (runs / "text-ar" / "model.safetensors").exists():
+        ar = load(runs / "text-ar")
+        for temp in (1.0, 0.0):
+            x, stats, sec, _ = TASKS["ar"].generate(ar, prompts, G, sampler="ar", steps=0, seed=0, temperature=temp)
+            add("text-ar", "ar", x, int(stats["nfe"]), sec, temperature=temp)
+    lm = load(runs / "text-mdlm")
+    for temp in args.temperatures:
+        x, stats, sec, _ = TASKS["mdlm"].generate(lm, prompts, G, sampler="llada", steps=G, seed=0,
+                                                  temperature=temp, block_length=32)
+        add("text-mdlm", "llada", x, int(stats["nfe"]), sec, temperature=temp, threshold=None)
+        for th in args.thresholds:
+            base = None
+            for sampler in CACHE_SAMPLERS:
+                x, stats, sec, _ = TASKS["mdlm"].generate(lm, prompts, G, sampler=sampler, steps=0, seed=0,
+                                                          temperature=temp, threshold=th, block_length=32)
+                base = x if base is None else base
+                add("text-mdlm", sampler, x, int(stats["nfe"]), sec, temperature=temp, threshold=th,
+                    agreement=float((x == base)[:, P:].float().mean()))
+    return {"rows": rows, "n": args.n, "prompt_len": P, "generated": G}
 
 
 def phase_rescore(args, runs: Path, judge) -> dict:
@@ -173,15 +265,18 @@ def phase_percall(args, runs: Path, judge) -> dict:
 def report(res: dict) -> str:
     """The markdown tables of text_quality.md section 5 from DIR/genppl.json."""
     lines = ["| model | sampler | options | NFE | gen PPL (± se) | entropy (nats) | s |", "|---|---|---|---|---|---|---|"]
-    h = res["genppl"]["heldout"]
-    lines.append(f"| held-out text ({h['n']} windows) | - | - | - | {h['gen_ppl']:.2f} | {h['entropy']:.2f} | - |")
-    for r in res["genppl"]["rows"]:
+    if "genppl" in res:
+        h = res["genppl"]["heldout"]
+        lines.append(f"| held-out text ({h['n']} windows) | - | - | - | {h['gen_ppl']:.2f} | {h['entropy']:.2f} | - |")
+    for r in res.get("genppl", {}).get("rows", []):
         opts = ", ".join(f"{k}={v}" for k, v in r["options"].items()) or "-"
         se = r["gen_ppl"] * r.get("se_nats", 0.0)  # delta method on exp(nats)
         lines.append(f"| {r['preset']} | {r['sampler']} | {opts} | {r['nfe']} | {r['gen_ppl']:.2f} ± {se:.2f} | "
                      f"{r['entropy']:.2f} | {r['seconds']:.0f} |")
-    lines += ["", "| generated | sampler | s | tokens/s | speed-up | NFE | positions | agreement | gen PPL | entropy |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += report_speed(res) + report_prompted(res)
+    if "cache" in res:
+        lines += ["", "| generated | sampler | s | tokens/s | speed-up | NFE | positions | agreement | gen PPL | entropy |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
     base = {}
     for r in res.get("cache", {}).get("rows", []):
         base.setdefault(r["length"], r["tokens_per_s"])
@@ -191,22 +286,55 @@ def report(res: dict) -> str:
     return "\n".join(lines)
 
 
+def report_speed(res: dict) -> list[str]:
+    if "speed" not in res:
+        return []
+    lines = ["", "| generated | sampler | s per round | NFE | positions | speed-up per round | median | agreement | "
+             "gen PPL | entropy |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in res["speed"]["rows"]:
+        lines.append(f"| {r['length']} | {r['sampler']} | {' / '.join(f'{v:.1f}' for v in r['seconds'])} | "
+                     f"{' / '.join(str(v) for v in r['nfe'])} | {r['positions']} | "
+                     f"{' / '.join(f'{v:.2f}' for v in r['speedup_rounds'])} | {r['speedup_median']:.2f}x | "
+                     f"{r['agreement']:.3f} | {r['gen_ppl']:.2f} | {r['entropy']:.2f} |")
+    return lines
+
+
+def report_prompted(res: dict) -> list[str]:
+    if "prompted" not in res:
+        return []
+    lines = ["", "| model | sampler | temperature | threshold | NFE | gen PPL (± se) | entropy | agreement |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in res["prompted"]["rows"]:
+        se = r["gen_ppl"] * r["se_nats"]
+        agree = f"{r['agreement']:.3f}" if "agreement" in r else "-"
+        lines.append(f"| {r['model']} | {r['sampler']} | {r.get('temperature', '-')} | {r.get('threshold', '-')} | "
+                     f"{r['nfe']} | {r['gen_ppl']:.2f} ± {se:.2f} | {r['entropy']:.2f} | {agree} |")
+    return lines
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.text_genppl", description=__doc__.split("\n")[0])
     p.add_argument("--runs", required=True, help="folder of trained runs named after their presets")
-    p.add_argument("--phases", default="genppl,cache", help="comma-separated subset of genppl,cache,weight,percall,rescore; or report")
+    p.add_argument("--phases", default="genppl,cache", help="comma-separated subset of genppl,cache,speed,prompted,weight,percall,rescore; or report")
     p.add_argument("--n", type=int, default=16, help="genppl: samples per row (default 16)")
     p.add_argument("--presets", default="", help="genppl: only the rows of these presets (comma-separated)")
     p.add_argument("--lengths", default="256,1024", help="cache: generated lengths (default 256,1024)")
     p.add_argument("--threshold", type=float, default=0.9, help="cache: Fast-dLLM's threshold (default 0.9)")
+    p.add_argument("--rounds", type=int, default=3, help="speed: interleaved rounds per length (default 3)")
+    p.add_argument("--prompt-len", type=int, default=32, help="prompted: prompt bytes of each test window (default 32)")
+    p.add_argument("--thresholds", default="0.9,0.7,0.5", help="prompted: Fast-dLLM thresholds (default 0.9,0.7,0.5)")
+    p.add_argument("--temperatures", default="0", help="prompted: sampling temperatures (default 0, Fast-dLLM's)")
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
     args = p.parse_args(argv)
     args.lengths = [int(v) for v in args.lengths.split(",")]
     args.presets = [v for v in args.presets.split(",") if v]
+    args.thresholds = [float(v) for v in args.thresholds.split(",")]
+    args.temperatures = [float(v) for v in args.temperatures.split(",")]
     torch.set_num_threads(args.threads)
     runs = Path(args.runs)
     path = runs / "genppl.json"
-    judge = None if args.phases == "report" else load(runs / "text-ar-judge")
+    has_judge = (runs / "text-ar-judge" / "model.safetensors").exists()
+    judge = load(runs / "text-ar-judge") if has_judge and args.phases != "report" else None
     res = json.loads(path.read_text()) if path.exists() else {}
     if args.phases == "report":
         print(report(json.loads(path.read_text())))
@@ -217,7 +345,8 @@ def main(argv=None) -> None:
             res = phase_rescore(args, runs, judge)
         else:
             res = json.loads(path.read_text()) if path.exists() else {}  # another process may have written
-            fns = {"genppl": phase_genppl, "cache": phase_cache, "weight": phase_weight, "percall": phase_percall}
+            fns = {"genppl": phase_genppl, "cache": phase_cache, "weight": phase_weight, "percall": phase_percall,
+                   "speed": phase_speed, "prompted": phase_prompted}
             res[phase] = fns[phase](args, runs, judge)
         res[phase + "_wall_s"] = round(time.time() - t0, 1)
         path.write_text(json.dumps(res, indent=1))

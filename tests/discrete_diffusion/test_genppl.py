@@ -46,17 +46,24 @@ def test_generative_perplexity_equals_a_prefix_by_prefix_brute_force():
     net = TextTransformer(text_config("tiny", V, causal=True)).double().eval()
     ids = torch.randint(1, mask, (3, 7))  # (B, L)
     got = generative_perplexity(net, ids, bos_id=bos, mask_id=mask, batch_size=2)
-    nats = 0.0
+    nats = tail = 0.0  # tail: the tokens after a prompt of 3
     for row in ids.tolist():
         ctx = [bos]
-        for tok in row:  # p(tok | BOS, earlier tokens) from a fresh forward of the prefix alone
+        for i, tok in enumerate(row):  # p(tok | BOS, earlier tokens) from a fresh forward of the prefix alone
             logits = net(torch.tensor([ctx]))[0, -1].clone()
             logits[mask] = float("-inf")
             nats -= float(torch.log_softmax(logits.detach(), -1)[tok])
+            tail -= float(torch.log_softmax(logits.detach(), -1)[tok]) if i >= 3 else 0.0
             ctx.append(tok)
     assert got["gen_nats_per_token"] == pytest.approx(nats / ids.numel(), rel=1e-10)
     assert got["gen_ppl"] == pytest.approx(math.exp(nats / ids.numel()), rel=1e-10)
     assert got["tokens"] == 21 and got["entropy"] == pytest.approx(float(unigram_entropy(ids).mean()))
+    cond = generative_perplexity(net, ids, bos_id=bos, mask_id=mask, prompt_len=3)  # continuations of 3-token prompts
+    assert cond["gen_nats_per_token"] == pytest.approx(tail / 12, rel=1e-10) and cond["tokens"] == 12
+    assert cond["entropy"] == pytest.approx(float(unigram_entropy(ids[:, 3:]).mean()))
+    for bad in (-1, 7):
+        with pytest.raises(UserError, match="prompt_len"):
+            generative_perplexity(net, ids, bos_id=bos, mask_id=mask, prompt_len=bad)
     with pytest.raises(UserError, match="mask id"):
         generative_perplexity(net, ids.index_fill(1, torch.tensor([2]), mask), bos_id=bos, mask_id=mask)
 

@@ -36,16 +36,20 @@ def unigram_entropy(ids: Tensor) -> Tensor:
 
 @torch.no_grad()
 def generative_perplexity(judge: Callable[[Tensor], Tensor], ids: Tensor, *, bos_id: int, mask_id: int | None = None,
-                          batch_size: int = 64) -> dict:
+                          batch_size: int = 64, prompt_len: int = 0) -> dict:
     """Generative perplexity of samples `ids` (B, L) under an autoregressive `judge(x (B, T)) -> logits (B, T, V')`.
 
     Every token of a row is scored given BOS and the tokens before it (`ar.ar_token_nll` on [BOS; x]); `mask_id`:
     a judge logit (the shared vocabulary's mask) that gets no probability. The samples must be complete (no mask
-    id left). Returns {"gen_ppl": exp(nats_per_token), "gen_nats_per_token", "entropy": mean unigram entropy
-    (nats), "tokens": B * L, "nll": per-row nats (B,) float64}.
+    id left). prompt_len: the first columns are a prompt the samples continue; only the continuation is scored
+    (given the prompt) and its entropy taken. Returns {"gen_ppl": exp(nats_per_token), "gen_nats_per_token",
+    "entropy": mean unigram entropy (nats), "tokens": scored tokens, "nll": per-row nats (B,) float64}.
     """
     if ids.dim() != 2 or ids.dtype != torch.long or ids.shape[1] == 0:
         raise UserError(f"samples must be a (B, L) long tensor with L >= 1, got {tuple(ids.shape)} {ids.dtype}")
+    if not 0 <= prompt_len < ids.shape[1]:
+        raise UserError(f"prompt_len must be in [0, {ids.shape[1]}) for samples of {ids.shape[1]} tokens, "
+                        f"got {prompt_len}")
     if mask_id is not None and (ids == mask_id).any():
         raise UserError(f"the samples still hold the mask id {mask_id}: generative perplexity needs finished text")
     if batch_size <= 0:
@@ -54,8 +58,9 @@ def generative_perplexity(judge: Callable[[Tensor], Tensor], ids: Tensor, *, bos
     for a in range(0, ids.shape[0], batch_size):
         x = ids[a:a + batch_size]  # (b, L)
         x = torch.cat([x.new_full((x.shape[0], 1), bos_id), x], dim=1)  # (b, L+1) [BOS; x]
-        rows.append(ar_token_nll(judge, x, mask_id).double().sum(dim=1))  # (b,)
+        rows.append(ar_token_nll(judge, x, mask_id)[:, prompt_len:].double().sum(dim=1))  # (b,)
     nll = torch.cat(rows)  # (B,)
-    per_token = float(nll.sum()) / ids.numel()
+    gen = ids[:, prompt_len:]  # (B, L - prompt_len)
+    per_token = float(nll.sum()) / gen.numel()
     return {"gen_ppl": math.exp(per_token), "gen_nats_per_token": per_token,
-            "entropy": float(unigram_entropy(ids.cpu()).mean()), "tokens": ids.numel(), "nll": nll}
+            "entropy": float(unigram_entropy(gen.cpu()).mean()), "tokens": gen.numel(), "nll": nll}

@@ -165,7 +165,11 @@ def sample_sedd_euler(score_fn: ScoreFn, x: Tensor, **kw) -> tuple[Tensor, dict]
 def sample_sedd_analytic(score_fn: ScoreFn, x: Tensor, **kw) -> tuple[Tensor, dict]:
     """SEDD Tweedie tau-leaping ("analytic") sampler (Lou et al. 2024, sec. 4): x_{t-dt} ~ (exp(-ds Q) s)_y
     exp(ds Q)[x, y], ds = sigma(t) - sigma(t - dt); exact for a single token under the true score. Keywords as
-    `sample_sedd_euler`."""
+    `sample_sedd_euler`. On the absorbing graph (score of the mask entry 1) it moves a mask to y with probability
+    (e^ds - 1) s_y against Euler's dt sigma'(t) s_y; under the log-linear schedule the two are equal, e^ds - 1 =
+    (1 - eps) dt / (1 - (1 - eps) t) = dt sigma'(t), so both samplers draw the same samples from the same noise
+    (as SEDD's own `EulerPredictor` and `AnalyticPredictor` would). They differ under the geometric schedule and
+    on the uniform graph."""
     return _sample_sedd(score_fn, x, predictor="analytic", **kw)
 
 
