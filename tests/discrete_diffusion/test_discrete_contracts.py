@@ -329,3 +329,54 @@ def test_categorical_draws_are_gumbel_max_on_float64_uniforms():
     scores = add_gumbel_noise(logits, 0.7, torch.Generator().manual_seed(3))
     assert scores.dtype == torch.float64
     torch.testing.assert_close(scores, logits.double() - 0.7 * (-u.log()).log(), rtol=1e-15, atol=0)
+
+
+# ------------------------------------------------------------------- precision and SEDD's clean rows (mutants)
+def test_subs_log_probs_upcasts_bf16_logits_before_the_softmax():
+    """A bf16 log-softmax keeps ~3 significant digits; SUBS promises at least float32 (mutant: no upcast)."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, V + 1, generator=g).bfloat16()
+    x_t = torch.tensor([[MASK, 1, MASK], [0, MASK, 4]])
+    got = M.subs_log_probs(logits, x_t, MASK)
+    assert got.dtype == torch.float32
+    want = logits.float().clone()
+    want[..., MASK] = float("-inf")
+    want = torch.log_softmax(want, -1)
+    torch.testing.assert_close(got[x_t == MASK], want[x_t == MASK], rtol=0, atol=0)   # same float32 ops: exact
+
+
+def test_subs_to_log_score_clean_rows_are_one_on_the_token_and_e_sigma_minus_one_on_the_mask():
+    """At an unmasked position the absorbing graph's concrete score is p(y)/p(x): 1 for y = x, (e^sigma - 1) for the
+    mask (MDLM's get_score), 0 elsewhere; log of that, exactly (mutant: own entry 1 instead of log 1 = 0)."""
+    sigma = torch.tensor([0.7], dtype=torch.float64)
+    x_t = torch.tensor([[2, MASK]])
+    logp = torch.log_softmax(torch.randn(1, 2, V + 1, dtype=torch.float64, generator=torch.Generator().manual_seed(1)), -1)
+    score = SE.subs_to_log_score(logp, x_t, sigma, MASK).exp()
+    want = torch.zeros(V + 1, dtype=torch.float64)
+    want[2], want[MASK] = 1.0, math.expm1(0.7)
+    torch.testing.assert_close(score[0, 0], want, rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize("predictor", ["euler", "analytic"])
+def test_sedd_step_probabilities_are_float64_on_a_float64_time_grid(predictor, monkeypatch):
+    """Every step's transition probabilities equal their closed form in float64 to 1e-13: for a masked token under
+    a constant score s, Euler moves to y with dt sigma'(t) s_y and Tweedie with (e^{sigma(t)-sigma(t-dt)} - 1) s_y
+    (mutant: the time grid in float32 shifts them by ~1e-8)."""
+    seen = []
+    monkeypatch.setattr(SE, "sample_categorical", lambda p, g: (seen.append(p), torch.full(p.shape[:-1], MASK))[1])
+    s = torch.tensor([0.1, 0.2, 0.3, 0.15, 0.25, 1.0], dtype=torch.float64)   # the mask's own entry 1
+    score_fn = lambda x, sigma: s.log().float().expand(*x.shape, V + 1)  # noqa: E731
+    steps, eps = 3, 1e-3
+    fn = SE.sample_sedd_euler if predictor == "euler" else SE.sample_sedd_analytic
+    fn(score_fn, torch.full((1, 1), MASK), steps=steps, mask_id=MASK, noise=N.geometric, eps=eps, denoise=False)
+    s32 = s.log().float().double().exp()                           # the scores the float32 score_fn gives
+    for i, p in enumerate(seen):
+        t, t_next = 1 - i * (1 - eps) / steps, 1 - (i + 1) * (1 - eps) / steps
+        (sig, dsig), (sig_next, _) = N.geometric(torch.tensor(t, dtype=torch.float64)), \
+            N.geometric(torch.tensor(t_next, dtype=torch.float64))
+        move = (t - t_next) * dsig if predictor == "euler" else torch.expm1(sig - sig_next)
+        want = move * s32
+        assert p.dtype == torch.float64
+        torch.testing.assert_close(p[0, 0, :MASK] / p[0, 0, :MASK].sum() if predictor == "analytic" else p[0, 0, :MASK],
+                                   want[:MASK] / want[:MASK].sum() if predictor == "analytic" else want[:MASK],
+                                   rtol=1e-13, atol=0)
