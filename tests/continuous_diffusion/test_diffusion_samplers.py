@@ -606,3 +606,18 @@ def test_euler_ancestral_defaults_are_k_diffusions():
     torch.testing.assert_close(SAMPLERS["euler-ancestral"](DATA.denoiser, x, sigmas, noise=f),
                                SAMPLERS["euler-ancestral"](DATA.denoiser, x, sigmas, noise=f, eta=1.0, s_noise=1.0),
                                rtol=0, atol=0)
+
+
+# the option checks of the SDE samplers, each bound and message (mutants of samplers_sde.py, session 5)
+@pytest.mark.parametrize("r", [0.0, 1.0, 1.5, -0.2])
+def test_dpmpp_sde_refuses_r_outside_the_open_unit_interval(r):
+    from unigen.families.continuous_diffusion.samplers_sde import sample_dpmpp_sde
+    with pytest.raises(UserError, match=rf"^DPM-Solver\+\+ SDE needs 0 < r < 1, got r={r}$"):
+        sample_dpmpp_sde(lambda x, s: x, torch.zeros(1, 2), torch.tensor([1.0, 0.0]), r=r)
+
+
+def test_dpmpp_2m_sde_names_its_solver_types():
+    from unigen.families.continuous_diffusion.samplers_sde import sample_dpmpp_2m_sde
+    with pytest.raises(UserError, match=r"^DPM-Solver\+\+\(2M\) SDE solver_type must be 'midpoint' or 'heun', "
+                                        r"got 'euler'$"):
+        sample_dpmpp_2m_sde(lambda x, s: x, torch.zeros(1, 2), torch.tensor([1.0, 0.0]), solver_type="euler")

@@ -128,6 +128,7 @@ CASES = [
     ("dpmpp-2m-sde-heun", "sample_dpmpp_2m_sde", {"eta": 1.0}, {"solver_type": "heun"}),
     ("dpmpp-3m-sde", "sample_dpmpp_3m_sde", {"eta": 1.0, "s_noise": 1.01}, {}),
     ("dpmpp-3m-sde", "sample_dpmpp_3m_sde", {"eta": 0.0}, {}),
+    ("dpmpp-3m-sde", "sample_dpmpp_3m_sde", {"eta": 0.5}, {}),   # eta in the noise term too (a mutant: h / eta)
     ("dpmpp-2m", "sample_dpmpp_2m", {}, {}),
 ]
 _KD_NAMES = {"S_churn": "s_churn", "S_min": "s_tmin", "S_max": "s_tmax", "S_noise": "s_noise"}
