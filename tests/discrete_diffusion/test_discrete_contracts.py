@@ -368,8 +368,17 @@ def test_sedd_step_probabilities_are_float64_on_a_float64_time_grid(predictor, m
     score_fn = lambda x, sigma: s.log().float().expand(*x.shape, V + 1)  # noqa: E731
     steps, eps = 3, 1e-3
     fn = SE.sample_sedd_euler if predictor == "euler" else SE.sample_sedd_analytic
-    fn(score_fn, torch.full((1, 1), MASK), steps=steps, mask_id=MASK, noise=N.geometric, eps=eps, denoise=False)
+    fn(score_fn, torch.full((1, 1), MASK), steps=steps, mask_id=MASK, noise=N.geometric, eps=eps, denoise=True)
     s32 = s.log().float().double().exp()                           # the scores the float32 score_fn gives
+    *seen, last = seen
+    # the denoising step from sigma(eps) to 0: Tweedie's (e^sigma s_y) (1 - e^-sigma) = (e^sigma - 1) s_y for y != mask
+    # (unnormalised), never the mask (mutants: the graph argument dropped, ts[-2] for ts[-1])
+    assert last[0, 0, MASK] == 0
+    sig_eps = N.geometric(torch.tensor(eps, dtype=torch.float64))[0]
+    # rtol: the sampler forms 1 - e^-sigma at sigma(eps) ~ 1.1e-4, a cancellation worth 2.2e-16 / sigma ~ 2e-12
+    # (measured 3.7e-13); the mutants change sigma by orders of magnitude
+    torch.testing.assert_close(last[0, 0, :MASK], torch.expm1(sig_eps) * s32[:MASK], rtol=1e-11, atol=0)
+    assert len(seen) == steps
     for i, p in enumerate(seen):
         t, t_next = 1 - i * (1 - eps) / steps, 1 - (i + 1) * (1 - eps) / steps
         (sig, dsig), (sig_next, _) = N.geometric(torch.tensor(t, dtype=torch.float64)), \
