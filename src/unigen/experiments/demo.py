@@ -1,4 +1,5 @@
-"""`unigen demo` (the job behind `make demo`): within about five minutes on a 2-core CPU, train a diffusion model on
+"""`unigen demo` (the job behind `make demo`): within about five minutes on a 2-core CPU with bf16 units (AMX; about
+20 minutes in fp32 on an AVX2-only 2-core AMD EPYC, measured 2026-12-02), train a diffusion model on
 real MNIST and a masked-diffusion language model on Python's own documentation, sample from both, and write
 
     outputs/demo/mnist_samples.png     a grid of generated digits
@@ -33,7 +34,8 @@ from unigen.plot import plot_curves
 from unigen.registry import get_preset
 from unigen.run import evaluate, read_config, sample, train
 
-# (preset, overrides, sample options): sized so that set-up plus both runs take about five minutes on 2 CPU cores.
+# (preset, overrides, sample options): sized so that set-up plus both runs take about five minutes on 2 CPU cores
+# with bf16 units (train.precision=auto); a CPU without them trains in fp32, about 4x slower here.
 # The text model samples with MDLM's ancestral sampler: at this budget LLaDA's low-confidence remasking commits the
 # most confident byte (a space) everywhere first and returns blank text (benchmarks/text_quality.md).
 # The image model samples with DPM-Solver++(2M) SDE at 35 NFE: on the demo's 800-step mnist-fm run it gave FD 57.5
