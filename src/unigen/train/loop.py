@@ -44,7 +44,7 @@ from unigen.train.ema import EMA, submodule_prefix
 from unigen.train.logs import MetricLogger, truncate_metrics, warn
 from unigen.train.objective import LossFn, Objective, as_objectives
 from unigen.train.optim import load_optimizer_state, lr_at, make_optimizer
-from unigen.train.precision import autocast, emulated_bf16_warning
+from unigen.train.precision import autocast, emulated_bf16_warning, resolve_precision
 from unigen.train.progress import Progress
 
 __all__ = ["fit", "FitResult", "BatchIndices", "lr_at", "make_optimizer", "make_accelerator"]
@@ -188,7 +188,8 @@ def _setup(model: nn.Module, objectives: list[Objective], data, cfg: TrainConfig
         ema = EMA(target, cfg.ema_decay, prefix=submodule_prefix(model, target))
     order = BatchIndices(len(data), cfg.batch_size, world, rank, cfg.seed)
     run = _Run(acc, model, parts, ema, target, data, cfg, order, Path(run_dir) if run_dir is not None else None)
-    run.autocast = lambda: autocast(cfg.precision, acc.device)
+    precision = resolve_precision(cfg.precision, acc.device)           # once, not per micro-batch
+    run.autocast = lambda: autocast(precision, acc.device)
     if rank == 0 and (msg := emulated_bf16_warning(cfg.precision, acc.device)):
         warn(msg)
     torch.manual_seed(cfg.seed * 7919 + 104_729 * (rank + 1))  # training noise stream of this rank

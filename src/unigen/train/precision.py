@@ -4,7 +4,8 @@ bf16 autocast pays only where the hardware has bf16 matrix units. On a CPU witho
 it is far slower than fp32: on an AVX2-only AMD EPYC, a 512 x 512 matmul ran 58x, a 3 x 3 convolution 24x and a
 whole mnist-fm training step 8x slower in bf16 (`python -m benchmarks kernels --match "bf16 autocast"`), while on
 a CPU with AMX a bf16 matmul runs about 5x faster than fp32. So the presets say "auto": bf16 where it is native
-(a CUDA GPU that supports it; an x86 CPU with AMX or AVX512-BF16), fp32 elsewhere. An explicit "bf16" is obeyed everywhere, with a warning where it is emulated.
+(a CUDA GPU that supports it; an x86 CPU with AMX or AVX512-BF16), fp32 elsewhere. An explicit "bf16" is obeyed
+everywhere, with a warning where it is emulated. Callers resolve once (`resolve_precision`) outside their loops.
 """
 from __future__ import annotations
 

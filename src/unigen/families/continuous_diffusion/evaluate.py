@@ -202,8 +202,9 @@ def run_sweep(model, cfg: Config, out_dir: Path, *, quick: bool = False, budgets
               samplers: tuple[str, ...] | None = None, n: int = 0, precision: str | None = None,
               seeds: tuple[int, ...] | None = None) -> dict[str, float]:
     """Score every sampler at every NFE budget on one model; write a markdown table, JSON and a plot in out_dir.
-    The network runs in `precision` (default: the run's train.precision; "auto" resolved on the model's device). With several noise `seeds` each cell is
-    the mean over them (rows keep the per-seed values and the standard deviation)."""
+    The network runs in `precision` (default: the run's train.precision; "auto" resolved on the model's device).
+    With several noise `seeds` each cell is the mean over them (rows keep the per-seed values and the standard
+    deviation)."""
     opts = sweep_options(model, samplers=samplers, budgets=budgets, n=n, seeds=seeds)
     net = unwrap(model)
     samplers = opts.get("samplers") or METHODS[net.config.method].samplers

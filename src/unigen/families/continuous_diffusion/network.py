@@ -33,7 +33,7 @@ from unigen.models.dit import DiT, dit_config
 from unigen.models.mlp import MLPConfig, ResidualMLP
 from unigen.models.unet import UNet, unet_config
 from unigen.task import unwrap as _unwrap
-from unigen.train.precision import autocast
+from unigen.train.precision import autocast, resolve_precision
 from unigen.train.progress import work_progress
 
 
@@ -204,9 +204,9 @@ def generate(model: nn.Module, n: int, *, sampler: str, steps: int, generator: t
     z is `noise` (n, ...) when given, else drawn from `generator`; class-conditional models get labels `y` (n,)
     (default: the null label, i.e. unconditional) and classifier-free `guidance` (1 = off). NFE counts the
     denoiser calls per sample (with guidance != 1 each call runs the network on a doubled batch).
-    `precision` "bf16" runs the network under bf16 autocast ("auto": where bf16 is native, train/precision.py); the sampler's
-    state and D's skip connection stay in float32. `callback` is the sampler's step report ({"i", "x", "sigma",
-    "denoised"}, samplers.py), called for each chunk of `batch_size` samples.
+    `precision` "bf16" runs the network under bf16 autocast ("auto": where bf16 is native, train/precision.py); the
+    sampler's state and D's skip connection stay in float32. `callback` is the sampler's step report ({"i", "x",
+    "sigma", "denoised"}, samplers.py), called for each chunk of `batch_size` samples.
     """
     net = unwrap(model)
     sampler = check_sampler(net, sampler)
@@ -214,6 +214,7 @@ def generate(model: nn.Module, n: int, *, sampler: str, steps: int, generator: t
         raise UserError("labels and guidance need a class-conditional model (model.class_cond=true)")
     sigmas = sigmas_for(net, steps)
     device = next(net.parameters()).device
+    precision = resolve_precision(precision, device)                 # once, not per denoiser call
     D, calls = denoiser(model), [0]
     spec = SAMPLERS[sampler]
     per_chunk = spec.nfe(len(sigmas) - 1) if spec.nfe else len(sigmas) - 1       # adaptive samplers: a guess
